@@ -1,0 +1,52 @@
+# rnlib: every target runs inside .venv, which `make setup` creates and keeps in sync with pyproject.toml.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PY     := .venv/bin/python
+RUFF   := .venv/bin/ruff
+STAMP  := .venv/.installed
+LINTED := rnlib tests benchmarks
+# Extra flags for `pip install` (e.g. an index for CPU-only torch wheels); empty by default.
+PIP_FLAGS ?=
+
+.PHONY: help setup lint format test study smoke readme bench clean
+
+help:  ## list targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+setup: $(STAMP)  ## create .venv and install rnlib[dev] (no-op when up to date)
+
+$(PY):
+	python3 -m venv .venv
+
+# Reinstall only when pyproject.toml changed since the last successful install.
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install $(PIP_FLAGS) -e '.[dev]'
+	touch $@
+
+lint: setup  ## ruff lint + format check
+	$(RUFF) check $(LINTED)
+	$(RUFF) format --check $(LINTED)
+
+format: setup  ## apply ruff format and safe fixes
+	$(RUFF) format $(LINTED)
+	$(RUFF) check --fix $(LINTED)
+
+test: setup lint  ## lint, then the whole test suite
+	$(PY) -m pytest -q
+
+study: setup  ## run every version notebook with parameters/default.yaml
+	$(PY) -m rnlib run parameters/default.yaml
+
+smoke: setup  ## tiny end-to-end run with parameters/smoke.yaml
+	$(PY) -m rnlib run parameters/smoke.yaml
+
+readme: setup  ## regenerate README results from executed/default
+	$(PY) -m rnlib readme
+
+bench: setup  ## run every benchmark script
+	@set -e; for f in benchmarks/*.py; do [ -e "$$f" ] || continue; echo "== $$f"; $(PY) "$$f"; done
+
+clean:  ## remove build and tool caches (keeps .venv and the result cache .cache/rnlib)
+	rm -rf .pytest_cache .ruff_cache *.egg-info build dist executed/smoke executed/interactive
+	find . -path ./.venv -prune -o -name __pycache__ -type d -exec rm -rf {} +

@@ -1,0 +1,98 @@
+"""Result cache: one JSON file per trained replica, keyed by everything that decides its numbers.
+
+A baseline trained by one notebook is reused by the next. The key holds the neuron and its options, the
+task, seed, budget or width, depth, the whole ``TrainConfig`` and ``code_version()`` (a hash of the modules
+that decide results), so any change there trains afresh. Files are written atomically, and a lock per
+training batch keeps two processes from training the same replicas at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from rnlib.paths import REPO_ROOT
+from rnlib.provenance import code_version
+from rnlib.trainer import RunResult, TrainConfig
+
+
+def default_cache_dir() -> Path:
+    """``$RNLIB_CACHE`` when set (e.g. a disk shared by Dask workers), else ``.cache/rnlib`` in the repo."""
+    return Path(os.environ.get("RNLIB_CACHE", REPO_ROOT / ".cache" / "rnlib")).expanduser()
+
+
+def cache_key(
+    neuron: str, task: str, seed: int, sizing: dict[str, Any], options: dict[str, Any], config: TrainConfig
+) -> str:
+    """sha256 of every input that decides one replica's result."""
+    payload = {
+        "neuron": neuron,
+        "task": task,
+        "seed": seed,
+        "sizing": sizing,  # budget or width, and depth
+        "options": options,  # omega, init
+        "config": {k: v for k, v in asdict(config).items() if k != "device"},
+        "code": code_version(),
+        "device": config.device.split(":")[0],  # cpu and cuda agree to float tolerance, not bitwise
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that a reader sees either the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+class ResultCache:
+    """Trained replicas on disk, one JSON per key, under ``root/<key[:2]>/<key>.json``."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = Path(root) if root is not None else default_cache_dir()
+
+    def path(self, key: str) -> Path:
+        """Where the entry for ``key`` lives."""
+        return self.root / key[:2] / f"{key}.json"
+
+    def get(self, key: str) -> RunResult | None:
+        """The cached replica, or None (a corrupt entry counts as missing and will be retrained)."""
+        try:
+            data = json.loads(self.path(key).read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        data["curve"] = [tuple(p) for p in data["curve"]]
+        return RunResult(**data)
+
+    def put(self, key: str, result: RunResult) -> None:
+        """Store one replica atomically."""
+        atomic_write_text(self.path(key), json.dumps(asdict(result), allow_nan=True))
+
+    @contextlib.contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """Hold an exclusive lock named ``name`` (a batch's identity) across processes on this machine."""
+        lock_path = self.root / "locks" / f"{hashlib.sha256(name.encode()).hexdigest()[:24]}.lock"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock_path, "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)

@@ -1,0 +1,458 @@
+"""Hidden layers for every neuron of SPEC section 2, batched over independent model replicas.
+
+Every weight carries a leading replica axis: a matrix is ``[M, in, width]`` and a bias or per-unit vector
+``[M, 1, width]``, so ``M`` models of identical shape train as one tensor program (``baddbmm``) while each
+replica keeps its own parameters. A single model is simply ``M = 1``.
+
+A layer declares its matrices (name, role, whether it sits inside ``sin(ω·…)``) and its per-unit vectors;
+the base class allocates, initialises and applies them, and the subclass writes only the SPEC equation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+ROLES = ("direct", "meta", "norm", "head")  # parameter groups; v05/v14 compare gradients of direct vs meta
+INITS = ("default", "siren")
+SIREN_OMEGA = 30.0  # Sitzmann et al. 2020, sec. 3.2: ω0 = 30 for the SIREN setting
+LN_EPS = 1e-5  # torch.nn.LayerNorm's default
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """One ``Linear`` of a layer: its name (``Wg`` is ``Matrix("g")``), role and placement."""
+
+    name: str
+    role: str = "direct"
+    periodic: bool = False  # inside sin(ω·…): receives the SIREN init when init="siren"
+    bias: bool = True
+    zero_init: bool = False  # starts at 0 (v7: ω(x) = ω exactly at init)
+
+
+@dataclass(frozen=True)
+class Vector:
+    """A learned per-unit vector (``α``, ``β``, ``γ``, LayerNorm affine) with its initial value."""
+
+    name: str
+    role: str
+    init: float
+
+
+def uniform_(t: Tensor, bound: float, gen: torch.Generator) -> Tensor:
+    """Fill ``t`` with U(-bound, bound) from ``gen``, in float64: same bits on every CPU."""
+    return t.copy_(torch.empty(t.shape, dtype=torch.float64).uniform_(-bound, bound, generator=gen))
+
+
+def batched_linear(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+    """``x @ w + b`` for every replica: (M, N, in) @ (M, in, out) + (M, 1, out) -> (M, N, out)."""
+    if b is None:
+        return torch.bmm(x, w)
+    return torch.baddbmm(b, x, w)
+
+
+class NeuronLayer(nn.Module):
+    """Base hidden layer: allocates the declared matrices and vectors with a replica axis."""
+
+    matrices: ClassVar[tuple[Matrix, ...]] = ()
+    vectors: ClassVar[tuple[Vector, ...]] = ()
+    equation: ClassVar[str] = ""
+    uses_omega: ClassVar[bool] = True
+
+    def __init__(
+        self, in_dim: int, width: int, *, replicas: int = 1, omega: float = 1.0, init: str = "default"
+    ) -> None:
+        super().__init__()
+        if init not in INITS:
+            raise ValueError(f"unknown init {init!r}; valid: {', '.join(INITS)}")
+        self.in_dim, self.width, self.replicas = in_dim, width, replicas
+        self.omega, self.init = float(omega), init
+        self.recording = False  # when True, forward stores its named intermediates in self.probes
+        self.probes: dict[str, Tensor] = {}
+        for name, (shape, _) in self.param_specs(in_dim, width).items():
+            self.register_parameter(name, nn.Parameter(torch.empty(replicas, *shape)))
+
+    # ----- declaration -------------------------------------------------------------------------------
+    @classmethod
+    def param_specs(cls, in_dim: int, width: int) -> dict[str, tuple[tuple[int, ...], str]]:
+        """Every trainable tensor of one replica: name -> (shape, role), in initialisation order."""
+        specs: dict[str, tuple[tuple[int, ...], str]] = {}
+        for m in cls.matrices:
+            specs[f"W{m.name}"] = ((in_dim, width), m.role)
+            if m.bias:
+                specs[f"b{m.name}"] = ((1, width), m.role)
+        for v in cls.vectors:
+            specs[v.name] = ((1, width), v.role)
+        return specs
+
+    @classmethod
+    def count(cls, in_dim: int, width: int) -> int:
+        """Trainable parameters of one replica of this layer."""
+        return sum(math.prod(shape) for shape, _ in cls.param_specs(in_dim, width).values())
+
+    def roles(self) -> dict[str, str]:
+        """Parameter name -> role (``direct``, ``meta`` or ``norm``)."""
+        return {name: role for name, (_, role) in self.param_specs(self.in_dim, self.width).items()}
+
+    # ----- initialisation ----------------------------------------------------------------------------
+    def init_replica(self, m: int, gen: torch.Generator, first: bool) -> None:
+        """Initialise replica ``m`` from ``gen``: ``nn.Linear``'s default, or SIREN's on sine branches."""
+        default_bound = 1.0 / math.sqrt(self.in_dim)  # nn.Linear: kaiming_uniform(a=√5) == U(±1/√fan_in)
+        with torch.no_grad():
+            for mat in self.matrices:
+                w = getattr(self, f"W{mat.name}")[m]
+                if mat.zero_init:
+                    w.zero_()
+                elif self.init == "siren" and mat.periodic:
+                    # SIREN sec. 3.2: first layer U(±1/fan_in), later U(±√(6/fan_in)/ω0)
+                    bound = 1.0 / self.in_dim if first else math.sqrt(6.0 / self.in_dim) / self.omega
+                    uniform_(w, bound, gen)
+                else:
+                    uniform_(w, default_bound, gen)
+                if mat.bias:
+                    b = getattr(self, f"b{mat.name}")[m]
+                    b.zero_() if mat.zero_init else uniform_(b, default_bound, gen)
+            for vec in self.vectors:
+                getattr(self, vec.name)[m].fill_(vec.init)
+
+    # ----- forward -----------------------------------------------------------------------------------
+    def preactivations(self, x: Tensor) -> dict[str, Tensor]:
+        """All of the layer's ``W·x + b`` in one batched matmul: name -> (M, N, width)."""
+        weights = torch.cat([getattr(self, f"W{m.name}") for m in self.matrices], dim=-1)
+        biases = [
+            getattr(self, f"b{m.name}") if m.bias else x.new_zeros(self.replicas, 1, self.width)
+            for m in self.matrices
+        ]
+        z = batched_linear(x, weights, torch.cat(biases, dim=-1))  # (M, N, k·width)
+        return dict(zip([m.name for m in self.matrices], z.split(self.width, dim=-1), strict=True))
+
+    def forward(self, x: Tensor) -> Tensor:  # (M, N, in) -> (M, N, width)
+        """Apply the layer's SPEC equation."""
+        return self.activate(self.preactivations(x))
+
+    def activate(self, z: dict[str, Tensor]) -> Tensor:
+        """The neuron's equation on its pre-activations (subclasses implement it)."""
+        raise NotImplementedError
+
+    def probe(self, **tensors: Tensor) -> None:
+        """Keep named intermediates for diagnostics when recording; free otherwise."""
+        if self.recording:
+            self.probes.update({k: t.detach() for k, t in tensors.items()})
+
+    def layer_norm(self, h: Tensor) -> Tensor:
+        """LayerNorm over units with this replica's own affine weight and bias."""
+        return F.layer_norm(h, (self.width,), eps=LN_EPS) * self.ln_weight + self.ln_bias
+
+    def extra_repr(self) -> str:
+        omega = f", ω={self.omega:g}" if self.uses_omega else ""
+        return f"in={self.in_dim}, width={self.width}, replicas={self.replicas}{omega}, init={self.init}"
+
+
+LAYER_NORM = (Vector("ln_weight", "norm", 1.0), Vector("ln_bias", "norm", 0.0))  # nn.LayerNorm's init
+
+
+class Vanilla(NeuronLayer):
+    """B1: ``ReLU(W·x + b)``."""
+
+    matrices = (Matrix(""),)
+    equation = r"\mathrm{ReLU}(Wx+b)"
+    uses_omega = False
+
+    def activate(self, z):
+        return torch.relu(z[""])
+
+
+class SinGLU(NeuronLayer):
+    """B2: ``sin(ω·g) ⊙ v`` (GLU-style)."""
+
+    matrices = (Matrix("g", periodic=True), Matrix("v"))
+    equation = r"\sin(\omega g)\odot v"
+
+    def activate(self, z):
+        return torch.sin(self.omega * z["g"]) * z["v"]
+
+
+class Siren(NeuronLayer):
+    """v2 ablation, periodic only: ``sin(ω·(W·x + b))``."""
+
+    matrices = (Matrix("", periodic=True),)
+    equation = r"\sin(\omega(Wx+b))"
+
+    def activate(self, z):
+        return torch.sin(self.omega * z[""])
+
+
+class Bilinear(NeuronLayer):
+    """v2 ablation, multiplicative only: ``u ⊙ (W2·x + b2)``."""
+
+    matrices = (Matrix("1"), Matrix("2"))
+    equation = r"u\odot(W_2x+b_2)"
+    uses_omega = False
+
+    def activate(self, z):
+        return z["1"] * z["2"]
+
+
+class V1Rich(NeuronLayer):
+    """v1: ``LayerNorm(u ⊙ sin(ω·(W2·x + b2)) + u)``, ``u = W1·x + b1``."""
+
+    matrices = (Matrix("1"), Matrix("2", periodic=True))
+    vectors = LAYER_NORM
+    equation = r"\mathrm{LN}(u\odot\sin(\omega(W_2x+b_2))+u)"
+    residual, norm = True, True
+
+    def activate(self, z):
+        u = z["1"]
+        h = u * torch.sin(self.omega * z["2"])
+        if self.residual:
+            h = h + u
+        return self.layer_norm(h) if self.norm else h
+
+
+class V1NoResidual(V1Rich):
+    """v2 ablation: v1 without ``+u``."""
+
+    equation = r"\mathrm{LN}(u\odot\sin(\omega(W_2x+b_2)))"
+    residual = False
+
+
+class V1NoNorm(V1Rich):
+    """v2 ablation: v1 without LayerNorm."""
+
+    vectors = ()
+    equation = r"u\odot\sin(\omega(W_2x+b_2))+u"
+    norm = False
+
+
+class V4LowRank(V1Rich):
+    """v4: v1 with ``W1``, ``W2`` each a rank-r product ``A·B``.
+
+    Rank ``r = max(1, width // 4)`` (capped at ``in_dim``): two factorised hidden matrices then cost about one
+    full ``width × width`` matrix, which is the width fix v4 tests.
+    """
+
+    equation = r"\mathrm{LN}(u\odot\sin(\omega(A_2B_2x+b_2))+u),\ u=A_1B_1x+b_1"
+
+    @staticmethod
+    def rank(in_dim: int, width: int) -> int:
+        """The factorisation rank of a layer (one place, used for shapes and counts)."""
+        return min(in_dim, max(1, width // 4))
+
+    @classmethod
+    def param_specs(cls, in_dim, width):
+        r = cls.rank(in_dim, width)
+        specs = {}
+        for m in cls.matrices:
+            specs[f"A{m.name}"] = ((in_dim, r), m.role)
+            specs[f"B{m.name}"] = ((r, width), m.role)
+            specs[f"b{m.name}"] = ((1, width), m.role)
+        specs.update({v.name: ((1, width), v.role) for v in cls.vectors})
+        return specs
+
+    def init_replica(self, m, gen, first):
+        # each factor is initialised as its own nn.Linear (in -> r, then r -> width); SIREN bounds on the
+        # sine branch's product are not defined for a factorisation, so init="siren" keeps this default.
+        r = self.rank(self.in_dim, self.width)
+        with torch.no_grad():
+            for mat in self.matrices:
+                uniform_(getattr(self, f"A{mat.name}")[m], 1.0 / math.sqrt(self.in_dim), gen)
+                uniform_(getattr(self, f"B{mat.name}")[m], 1.0 / math.sqrt(r), gen)
+                uniform_(getattr(self, f"b{mat.name}")[m], 1.0 / math.sqrt(self.in_dim), gen)
+            for vec in self.vectors:
+                getattr(self, vec.name)[m].fill_(vec.init)
+
+    def preactivations(self, x):
+        return {
+            m.name: batched_linear(
+                torch.bmm(x, getattr(self, f"A{m.name}")),
+                getattr(self, f"B{m.name}"),
+                getattr(self, f"b{m.name}"),
+            )
+            for m in self.matrices
+        }
+
+
+class V4Shared(NeuronLayer):
+    """v4: ``u ⊙ sin(ω·u) + u`` with one shared ``W``."""
+
+    matrices = (Matrix("", periodic=True),)
+    equation = r"u\odot\sin(\omega u)+u,\ u=Wx+b"
+
+    def activate(self, z):
+        u = z[""]
+        return u * torch.sin(self.omega * u) + u
+
+
+class V6Routing(NeuronLayer):
+    """v6: ``α ⊙ (sin(ω·g) ⊙ v) + (1 − α) ⊙ v``, ``α = sigmoid(Wa·x + ba)``."""
+
+    matrices = (Matrix("g", periodic=True), Matrix("v"), Matrix("a", "meta"))
+    equation = r"\alpha\odot\sin(\omega g)\odot v+(1-\alpha)\odot v,\ \alpha=\sigma(W_ax+b_a)"
+
+    def activate(self, z):
+        alpha, v = torch.sigmoid(z["a"]), z["v"]
+        self.probe(alpha=alpha)
+        return alpha * (torch.sin(self.omega * z["g"]) * v) + (1 - alpha) * v
+
+
+class V7LearnedFreq(NeuronLayer):
+    """v7: ``sin(ω(x) ⊙ g) ⊙ v``, ``ω(x) = ω·softplus(Wω·x + bω) / ln 2``.
+
+    ``Wω`` and ``bω`` start at zero, so ``ω(x) = ω`` exactly at init (softplus(0) = ln 2) and the frequency
+    learns its input dependence from there.
+    """
+
+    matrices = (Matrix("g", periodic=True), Matrix("v"), Matrix("omega", "meta", zero_init=True))
+    equation = (
+        r"\sin(\omega(x)\odot g)\odot v,\ \omega(x)=\omega\,\mathrm{softplus}(W_\omega x+b_\omega)/\ln 2"
+    )
+
+    def activate(self, z):
+        omega_x = self.omega * F.softplus(z["omega"]) / math.log(2.0)
+        self.probe(omega=omega_x)
+        return torch.sin(omega_x * z["g"]) * z["v"]
+
+
+class V8PhaseGate(NeuronLayer):
+    """v8: ``sigmoid(Wa·x + ba) ⊙ sin(ω·g + φ) ⊙ v``."""
+
+    matrices = (Matrix("a", "meta"), Matrix("g", periodic=True), Matrix("phi", "meta"), Matrix("v"))
+    equation = r"\sigma(W_ax+b_a)\odot\sin(\omega g+\varphi)\odot v"
+
+    def activate(self, z):
+        gate, phase = torch.sigmoid(z["a"]), z["phi"]
+        self.probe(gate=gate, phase=phase)
+        return gate * torch.sin(self.omega * z["g"] + phase) * z["v"]
+
+
+class V9Controlled(NeuronLayer):
+    """v9: ``α ⊙ sin(ω(x) ⊙ g + π·tanh(φ)) ⊙ v + (1 − α) ⊙ v``, ``ω(x) = ω·(1 + 0.5·tanh(Wω·x))``.
+
+    ``Wω·x`` has no bias, as SPEC writes it.
+    """
+
+    matrices = (
+        Matrix("g", periodic=True),
+        Matrix("v"),
+        Matrix("phi", "meta"),
+        Matrix("a", "meta"),
+        Matrix("omega", "meta", bias=False),
+    )
+    equation = (
+        r"\alpha\odot\sin(\omega(x)\odot g+\pi\tanh\varphi)\odot v+(1-\alpha)\odot v,"
+        r"\ \omega(x)=\omega(1+0.5\tanh(W_\omega x))"
+    )
+
+    def activate(self, z):
+        alpha = torch.sigmoid(z["a"])
+        omega_x = self.omega * (1 + 0.5 * torch.tanh(z["omega"]))
+        phase = math.pi * torch.tanh(z["phi"])
+        self.probe(alpha=alpha, omega=omega_x, phase=phase)
+        v = z["v"]
+        return alpha * torch.sin(omega_x * z["g"] + phase) * v + (1 - alpha) * v
+
+
+class V10FreePhase(NeuronLayer):
+    """v10: ``sin(ω·g + π·tanh(φ)) ⊙ v``."""
+
+    matrices = (Matrix("g", periodic=True), Matrix("phi", "meta"), Matrix("v"))
+    equation = r"\sin(\omega g+\pi\tanh\varphi)\odot v"
+
+    def activate(self, z):
+        phase = math.pi * torch.tanh(z["phi"])
+        self.probe(g=z["g"], phase=phase)
+        return torch.sin(self.omega * z["g"] + phase) * z["v"]
+
+
+class V11ScaledPhase(NeuronLayer):
+    """v11: ``sin(ω·(g + 0.1·tanh(φ))) ⊙ v``; the probed phase is the shift in radians, ``0.1·ω·tanh(φ)``."""
+
+    matrices = V10FreePhase.matrices
+    equation = r"\sin(\omega(g+0.1\tanh\varphi))\odot v"
+
+    def activate(self, z):
+        shift = 0.1 * torch.tanh(z["phi"])
+        self.probe(g=z["g"], phase=self.omega * shift)
+        return torch.sin(self.omega * (z["g"] + shift)) * z["v"]
+
+
+class V12FM(NeuronLayer):
+    """v12: ``sin(ω·g ⊙ (1 + 0.2·tanh(φ))) ⊙ v``; probes the modulation depth ``0.2·tanh(φ)``."""
+
+    matrices = V10FreePhase.matrices
+    equation = r"\sin(\omega g\odot(1+0.2\tanh\varphi))\odot v"
+
+    def activate(self, z):
+        depth = 0.2 * torch.tanh(z["phi"])
+        g = z["g"]
+        self.probe(g=g, modulation=depth, phase=self.omega * g * depth)
+        return torch.sin(self.omega * g * (1 + depth)) * z["v"]
+
+
+class V13AlignedPhase(NeuronLayer):
+    """v13: ``sin(ω·g + 0.1·g ⊙ tanh(φ)) ⊙ v``."""
+
+    matrices = V10FreePhase.matrices
+    equation = r"\sin(\omega g+0.1\,g\odot\tanh\varphi)\odot v"
+
+    def activate(self, z):
+        g = z["g"]
+        phase = 0.1 * g * torch.tanh(z["phi"])
+        self.probe(g=g, phase=phase)
+        return torch.sin(self.omega * g + phase) * z["v"]
+
+
+class V15DualPhase(NeuronLayer):
+    """v15: ``sin(ω·g + β ⊙ φ) ⊙ (1 + α ⊙ sin(2ω·g + γ ⊙ φ)) ⊙ v`` with learned per-unit ``α, β, γ``.
+
+    Init ``α = 0.1`` (a small second harmonic), ``β = γ = 1`` (the phase enters at full strength), so every
+    parameter receives a gradient at step 0.
+    """
+
+    matrices = V10FreePhase.matrices
+    vectors = (Vector("alpha", "meta", 0.1), Vector("beta", "meta", 1.0), Vector("gamma", "meta", 1.0))
+    equation = (
+        r"\sin(\omega g+\beta\odot\varphi)\odot(1+\alpha\odot\sin(2\omega g+\gamma\odot\varphi))\odot v"
+    )
+
+    def activate(self, z):
+        g, phi = z["g"], z["phi"]
+        phase = self.beta * phi
+        self.probe(g=g, phase=phase)
+        harmonic = 1 + self.alpha * torch.sin(2 * self.omega * g + self.gamma * phi)
+        return torch.sin(self.omega * g + phase) * harmonic * z["v"]
+
+
+NEURONS: dict[str, type[NeuronLayer]] = {
+    "vanilla": Vanilla,
+    "singlu": SinGLU,
+    "v1_rich": V1Rich,
+    "siren": Siren,
+    "bilinear": Bilinear,
+    "v1_no_residual": V1NoResidual,
+    "v1_no_norm": V1NoNorm,
+    "v4_lowrank": V4LowRank,
+    "v4_shared": V4Shared,
+    "v6_routing": V6Routing,
+    "v7_learned_freq": V7LearnedFreq,
+    "v8_phase_gate": V8PhaseGate,
+    "v9_controlled": V9Controlled,
+    "v10_free_phase": V10FreePhase,
+    "v11_scaled_phase": V11ScaledPhase,
+    "v12_fm": V12FM,
+    "v13_aligned_phase": V13AlignedPhase,
+    "v15_dual_phase": V15DualPhase,
+}
+
+
+def neuron_class(name: str) -> type[NeuronLayer]:
+    """The layer class registered as ``name``; a ``KeyError`` lists the valid names."""
+    try:
+        return NEURONS[name]
+    except KeyError:
+        raise KeyError(f"unknown neuron {name!r}; valid neurons: {', '.join(NEURONS)}") from None

@@ -1,0 +1,143 @@
+"""The result record (SPEC §6): one row per (version, model, task, seed, budget), tidy, written atomically.
+
+Also the tables every notebook shows: mean ± std over seeds with the seed count and the best marked, and
+the win counts behind each verdict.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from rnlib.cache import atomic_write_text
+from rnlib.metrics import lower_is_better
+
+# SPEC §6's required columns, then what a reader needs to tell variants apart.
+COLUMNS = (
+    "version", "neuron", "task", "seed", "budget", "params", "width", "metric", "value", "train_value",
+    "steps", "diverged", "seconds", "id_value",
+    "model", "kind", "omega", "init", "depth", "lr", "total_steps", "diverged_step",
+)  # fmt: skip
+KEY = ("version", "model", "task", "seed", "budget")  # unique per record
+
+
+def write_records(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write records as CSV atomically (a kill leaves the previous file or none, never half a file)."""
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"records lack column(s) {', '.join(missing)}; required: {', '.join(COLUMNS)}")
+    if df.duplicated(list(KEY)).any():
+        dup = df[df.duplicated(list(KEY), keep=False)][list(KEY)].head(2).to_dict("records")
+        raise ValueError(f"duplicate records for key {KEY}: {dup}")
+    path = Path(path)
+    atomic_write_text(path, df[list(COLUMNS)].to_csv(index=False, float_format="%.9g"))
+    return path
+
+
+def read_records(paths: str | Path | list[str | Path]) -> pd.DataFrame:
+    """Read and concatenate record CSVs (a directory means every ``*.records.csv`` in it)."""
+    if isinstance(paths, (str, Path)):
+        p = Path(paths)
+        paths = sorted(p.glob("*.records.csv")) if p.is_dir() else [p]
+    frames = [pd.read_csv(io.StringIO(Path(p).read_text())) for p in paths]
+    if not frames:
+        return pd.DataFrame(columns=list(COLUMNS))
+    return pd.concat(frames, ignore_index=True)
+
+
+def format_value(mean: float, std: float, metric: str) -> str:
+    """``mean ± std`` in a precision that suits the metric (accuracy in %, MSE in 3 significant digits)."""
+    if metric == "accuracy":
+        return f"{100 * mean:.1f} ± {100 * std:.1f}%"
+    return f"{mean:.3g} ± {std:.2g}"
+
+
+def aggregate(records: pd.DataFrame, value: str = "value") -> pd.DataFrame:
+    """Mean, std (ddof 1; 0 for one seed), seed count and divergences per (task, model)."""
+    ok = records[~records["diverged"].astype(bool)]
+    g = ok.groupby(["task", "model", "metric"], sort=False)[value]
+    out = g.agg(mean="mean", std="std", n="count").reset_index()
+    out["std"] = out["std"].fillna(0.0)
+    div = records.groupby(["task", "model"], sort=False)["diverged"].sum().rename("diverged").reset_index()
+    return out.merge(div, on=["task", "model"], how="right").fillna({"n": 0})
+
+
+def best_models(agg: pd.DataFrame) -> dict[str, str]:
+    """The best model per task by mean metric (lowest MSE, highest accuracy)."""
+    best = {}
+    for task, rows in agg.dropna(subset=["mean"]).groupby("task", sort=False):
+        sign = 1 if lower_is_better(rows["metric"].iloc[0]) else -1
+        best[task] = rows.loc[(sign * rows["mean"]).idxmin(), "model"]
+    return best
+
+
+def summary_table(records: pd.DataFrame, value: str = "value") -> pd.DataFrame:
+    """Task × model table of ``mean ± std (n)``; the best per task is marked with ★."""
+    agg = aggregate(records, value)
+    best = best_models(agg)
+    cells = {}
+    for row in agg.itertuples():
+        text = "diverged" if row.n == 0 else f"{format_value(row.mean, row.std, row.metric)} (n={row.n})"
+        cells[(row.task, row.model)] = ("★ " if best.get(row.task) == row.model else "") + text
+    tasks = list(dict.fromkeys(records["task"]))
+    models = list(dict.fromkeys(records["model"]))
+    table = pd.DataFrame(
+        [[cells.get((t, m), "") for m in models] for t in tasks], index=tasks, columns=models
+    )
+    table.index.name = "task"
+    return table
+
+
+def compare(records: pd.DataFrame, model: str, baseline: str) -> pd.DataFrame:
+    """Per task: does ``model`` beat ``baseline`` on the mean, and in how many seeds (same seed pairs)?"""
+    rows = []
+    for task, df in records.groupby("task", sort=False):
+        a = df[df["model"] == model].set_index("seed")["value"]
+        b = df[df["model"] == baseline].set_index("seed")["value"]
+        seeds = a.index.intersection(b.index)
+        if len(seeds) == 0:
+            continue
+        sign = 1 if lower_is_better(df["metric"].iloc[0]) else -1
+        a, b = a.loc[seeds], b.loc[seeds]
+        seed_wins = int(((sign * a) < (sign * b)).sum())
+        rows.append(
+            {
+                "task": task,
+                "model": a.mean(),
+                "baseline": b.mean(),
+                "ratio": a.mean() / b.mean() if b.mean() else math.nan,
+                "wins": bool(sign * a.mean() < sign * b.mean()),
+                "seed_wins": seed_wins,
+                "seeds": len(seeds),
+                "consistent": seed_wins in (0, len(seeds)),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def beats_line(records: pd.DataFrame, model: str, baseline: str) -> str:
+    """One sentence such as ``v10 beats singlu on 4 of 9 tasks, in every seed on 3 of them``."""
+    c = compare(records, model, baseline)
+    if c.empty:
+        return f"{model} and {baseline} share no task and seed"
+    wins = c[c["wins"]]
+    every_seed = int((wins["seed_wins"] == wins["seeds"]).sum())
+    return (
+        f"{model} beats {baseline} on {len(wins)} of {len(c)} tasks "
+        f"({', '.join(wins['task']) or 'none'}), in every seed on {every_seed} of them"
+    )
+
+
+def rank_table(records: pd.DataFrame) -> pd.DataFrame:
+    """Rank of each model per task by mean metric (1 = best), with the mean rank over tasks."""
+    agg = aggregate(records)
+    ranks = {}
+    for task, rows in agg.dropna(subset=["mean"]).groupby("task", sort=False):
+        sign = 1 if lower_is_better(rows["metric"].iloc[0]) else -1
+        ranks[task] = pd.Series((sign * rows["mean"]).rank(method="min").to_numpy(), index=rows["model"])
+    table = pd.DataFrame(ranks).T  # (tasks, models)
+    table.loc["mean rank"] = table.mean()
+    return table

@@ -1,0 +1,236 @@
+"""What a notebook calls: train models × tasks × seeds (cached, batched over seeds) and keep the records.
+
+A notebook makes one ``Study`` from its parameters and calls ``study.run(...)`` once per comparison; every
+call appends its records to the notebook's records file, rewritten atomically each time.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from rnlib.cache import ResultCache, cache_key
+from rnlib.diagnostics import DEFAULT_RECORDERS
+from rnlib.models import DEFAULT_DEPTH, param_count, width_for_budget
+from rnlib.neurons import neuron_class
+from rnlib.paths import EXECUTED_DIR
+from rnlib.results import COLUMNS, write_records
+from rnlib.tasks import TASKS, task_names
+from rnlib.trainer import RunResult, TrainConfig, train
+
+
+@dataclass(frozen=True)
+class Model:
+    """One model variant to train: a registered neuron, its options, and the name tables show."""
+
+    neuron: str
+    omega: float | None = None  # None: the study's ω
+    init: str = "default"
+    width: int | None = None  # a fixed width instead of the budget-matched one (v03's matched width)
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        neuron_class(self.neuron)  # unknown names fail here, listing the valid ones
+
+    @property
+    def name(self) -> str:
+        """The label, or the neuron's registry name."""
+        return self.label or self.neuron
+
+
+@dataclass
+class Results:
+    """One ``Study.run``: its records and, per (model, task), the trained replicas with their diagnostics."""
+
+    records: pd.DataFrame
+    runs: dict[tuple[str, str], list[RunResult]] = field(default_factory=dict)
+
+    def diagnostics(self, model: str, task: str) -> pd.DataFrame:
+        """Tidy per-step diagnostics of one model on one task: columns seed, step, key, value."""
+        rows = []
+        for r in self.runs[(model, task)]:
+            steps = r.diagnostics.get("step", [])
+            for key, series in r.diagnostics.items():
+                if "@" in key or key == "step":
+                    continue
+                rows += [(r.seed, s, key, v) for s, v in zip(steps, series, strict=False)]
+        return pd.DataFrame(rows, columns=["seed", "step", "key", "value"])
+
+    def samples(self, model: str, task: str, key: str) -> pd.DataFrame:
+        """Raw probe values at the first and last recording: columns seed, when (first/last), value."""
+        rows = []
+        for r in self.runs[(model, task)]:
+            for when in ("first", "last"):
+                rows += [(r.seed, when, v) for v in r.diagnostics.get(f"{key}@{when}", [])]
+        return pd.DataFrame(rows, columns=["seed", "when", "value"])
+
+
+def resolve_tasks(tasks: Sequence[str] | None) -> list[str]:
+    """The named tasks in registry order (all when empty); unknown names fail listing the valid ones."""
+    if not tasks:
+        return task_names()
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise KeyError(f"unknown task(s) {', '.join(unknown)}; valid tasks: {', '.join(TASKS)}")
+    return list(tasks)
+
+
+class Study:
+    """A notebook's experiments: shared protocol settings, the result cache and the records file."""
+
+    def __init__(
+        self,
+        version: str,
+        *,
+        seeds: Sequence[int] = (0, 1, 2),
+        budget: int | Mapping[str, int] = 0,
+        tasks: Sequence[str] = (),
+        steps: int = 3000,
+        lr: float = 1e-3,
+        omega: float = 1.0,
+        device: str = "cpu",
+        records: str | Path = "",
+        depth: int = DEFAULT_DEPTH,
+        record_every: int = 100,
+        cache: ResultCache | None = None,
+    ) -> None:
+        if not seeds:
+            raise ValueError("seeds must name at least one seed")
+        self.version, self.seeds, self.budget = version, [int(s) for s in seeds], budget
+        self.tasks = resolve_tasks(tasks)
+        self.omega, self.depth = float(omega), depth
+        self.config = TrainConfig(steps=steps, lr=lr, record_every=record_every, device=device)
+        self.records_path = (
+            Path(records) if records else EXECUTED_DIR / "interactive" / f"{version}.records.csv"
+        )
+        self.cache = cache or ResultCache()
+        self.frames: list[pd.DataFrame] = []
+        self.trained = self.reused = 0
+        self.seconds = 0.0
+        threads = os.environ.get("RNLIB_THREADS")  # the runner sets this so parallel kernels share cores
+        if threads:
+            torch.set_num_threads(int(threads))
+
+    @property
+    def records(self) -> pd.DataFrame:
+        """Every record this study has produced so far."""
+        return pd.concat(self.frames, ignore_index=True) if self.frames else pd.DataFrame(columns=COLUMNS)
+
+    def budget_for(self, task: str, budget: int | Mapping[str, int] | None = None) -> int:
+        """The budget for ``task``: an explicit one, a per-task mapping, or the task's default (0 or None)."""
+        b = self.budget if budget is None else budget
+        if isinstance(b, Mapping):
+            b = b.get(task, 0)
+        return int(b) if b else TASKS[task].default_budget
+
+    def run(
+        self,
+        models: Sequence[str | Model],
+        tasks: Sequence[str] | None = None,
+        *,
+        budget: int | Mapping[str, int] | None = None,
+    ) -> Results:
+        """Train every model on every task over the study's seeds (cached), append and write the records."""
+        start = time.perf_counter()
+        models = [m if isinstance(m, Model) else Model(m) for m in models]
+        results = Results(records=pd.DataFrame(columns=COLUMNS))
+        rows = []
+        for task in resolve_tasks(tasks) if tasks is not None else self.tasks:
+            b = self.budget_for(task, budget)
+            for model in models:
+                runs = self.train_cached(model, task, b)
+                results.runs[(model.name, task)] = runs
+                rows += [self.record(model, task, b, r) for r in runs]
+        results.records = pd.DataFrame(rows, columns=COLUMNS)
+        self.frames.append(results.records)
+        write_records(self.records, self.records_path)
+        self.seconds += time.perf_counter() - start
+        return results
+
+    def train_cached(self, model: Model, task: str, budget: int) -> list[RunResult]:
+        """Each seed's replica from the cache, training the missing seeds together in one batch."""
+        omega = self.omega if model.omega is None else model.omega
+        sizing = {"width": model.width} if model.width else {"budget": budget}
+        options = {"omega": omega, "init": model.init}
+        keys = {
+            s: cache_key(model.neuron, task, s, {**sizing, "depth": self.depth}, options, self.config)
+            for s in self.seeds
+        }
+        found = {s: self.cache.get(k) for s, k in keys.items()}
+        missing = [s for s, r in found.items() if r is None]
+        if missing:
+            with self.cache.lock(f"{model.neuron}|{task}|{sizing}|{options}|{self.config}"):
+                found.update({s: self.cache.get(keys[s]) for s in missing})  # another process may have won
+                missing = [s for s, r in found.items() if r is None]
+                if missing:
+                    trained = train(
+                        model.neuron, task, missing, **sizing, depth=self.depth, **options,
+                        config=self.config, callbacks=DEFAULT_RECORDERS,
+                    )  # fmt: skip
+                    for r in trained:
+                        self.cache.put(keys[r.seed], r)
+                        found[r.seed] = r
+        self.trained += len(missing)
+        self.reused += len(self.seeds) - len(missing)
+        return [found[s] for s in self.seeds]
+
+    def record(self, model: Model, task: str, budget: int, r: RunResult) -> dict:
+        """One SPEC §6 record."""
+        return {
+            "version": self.version,
+            "neuron": model.neuron,
+            "task": task,
+            "seed": r.seed,
+            "budget": budget,
+            "params": r.params,
+            "width": r.width,
+            "metric": r.metric,
+            "value": r.value,
+            "train_value": r.train_value,
+            "steps": r.steps,
+            "diverged": r.diverged,
+            "seconds": r.seconds,
+            "id_value": r.id_value,
+            "model": model.name,
+            "kind": TASKS[task].kind,
+            "omega": self.omega if model.omega is None else model.omega,
+            "init": model.init,
+            "depth": self.depth,
+            "lr": self.config.lr,
+            "total_steps": self.config.steps,
+            "diverged_step": r.diverged_step,
+        }
+
+    def summary_line(self) -> str:
+        """How much was trained and how much came from the cache."""
+        return (
+            f"{self.version}: {len(self.records)} records, {self.trained} replicas trained, "
+            f"{self.reused} from the cache, {self.seconds:.1f} s; records in {self.records_path}"
+        )
+
+
+def width_table(models: Sequence[str], tasks: Sequence[str] | None = None, budget: int = 0) -> pd.DataFrame:
+    """Width and parameter count each neuron gets at each task's budget (no training)."""
+    rows = []
+    for task in resolve_tasks(tasks):
+        spec = TASKS[task]
+        b = budget or spec.default_budget
+        for neuron in models:
+            w = width_for_budget(neuron, spec.in_dim, spec.out_dim, b)
+            rows.append(
+                {
+                    "task": task,
+                    "neuron": neuron,
+                    "budget": b,
+                    "matrices": len(neuron_class(neuron).matrices),
+                    "width": w,
+                    "params": param_count(neuron, spec.in_dim, spec.out_dim, w),
+                }
+            )
+    return pd.DataFrame(rows)
