@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -110,8 +111,13 @@ def width_for_budget(
     unit of width, and only the nearest count is guaranteed within half a step of the budget.
     """
     neuron_class(neuron)  # unknown names fail here, with the list of valid ones
-    if not isinstance(budget, int) or budget <= 0:
-        raise ValueError(f"budget must be a positive integer, got {budget!r} for neuron {neuron!r}")
+    if not isinstance(budget, numbers.Integral) or budget <= 0:
+        smallest = param_count(neuron, in_dim, out_dim, 1, depth)
+        raise ValueError(
+            f"neuron {neuron!r} cannot meet budget {budget!r}: budgets are positive integers; "
+            f"nearest count is {smallest} (width 1)"
+        )
+    budget = int(budget)
     lo, hi = 1, MAX_WIDTH  # invariant: count(lo) <= budget < count(hi), unless count(1) > budget
     if param_count(neuron, in_dim, out_dim, lo, depth) > budget:
         hi = lo

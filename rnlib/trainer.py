@@ -136,9 +136,14 @@ def first_nonfinite(losses: Tensor) -> list[int | None]:
     return [None if s < 0 else int(s) for s in first.tolist()]
 
 
-def train(
+def train(neuron: str, task: str, seeds: Sequence[int], **kwargs: object) -> list[RunResult]:
+    """Train one replica per seed of ``neuron`` on ``task``, all at once; one ``RunResult`` per seed."""
+    return train_models(neuron, task, seeds, **kwargs)[1]
+
+
+def train_models(
     neuron: str,
-    task: str,
+    task: str | Callable[[int], Task],
     seeds: Sequence[int],
     *,
     budget: int | None = None,
@@ -148,10 +153,13 @@ def train(
     init: str = "default",
     config: TrainConfig = TrainConfig(),
     callbacks: Sequence[Callback] = (),
-) -> list[RunResult]:
-    """Train one replica per seed of ``neuron`` on ``task``, all at once; one ``RunResult`` per seed."""
+) -> tuple[RichNet, list[RunResult]]:
+    """As ``train``, also returning the trained batched model (replica ``m`` is ``seeds[m]``).
+
+    ``task`` is a registry name or a function from seed to ``Task`` (for data made elsewhere, e.g. capacity).
+    """
     start = time.perf_counter()
-    tasks = [make_task(task, s) for s in seeds]
+    tasks = [make_task(task, s) if isinstance(task, str) else task(s) for s in seeds]
     spec = tasks[0]
     if budget is None and width is None:
         budget = spec.default_budget
@@ -180,7 +188,7 @@ def train(
     seconds = (time.perf_counter() - start) / len(seeds)
     for r, d in zip(results, diagnostics, strict=True):
         r.seconds, r.diagnostics = seconds, d
-    return results
+    return model, results
 
 
 @torch.no_grad()

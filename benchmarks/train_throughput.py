@@ -1,0 +1,94 @@
+"""Model-steps per second of the batched trainer against the naive loop, on the same workload, same run.
+
+Workload (issue 7): 3 seeds, a 1000-point task (`mixedfreq`, 2 -> 1, default budget 5000 parameters), 1000
+full-batch Adam steps, for `vanilla`, `singlu` and the 3-matrix `v10_free_phase`. The naive loop is
+`rnlib.reference.naive_train`: one model and one `torch.optim.Adam` per seed, one after another. Each
+measurement is repeated (naive and batched alternate) and the median is reported, since these machines
+are noisy. The last line is `speedup: X.XX`, the smallest per-neuron ratio of medians.
+
+Also printed: the fraction of this machine's measured matmul throughput (a large square sgemm, same
+run, same threads) that the trainer reaches, counting 6·params·points FLOPs per model-step (forward 2,
+backward 4), which covers the matmuls and ignores the elementwise work.
+
+    .venv/bin/python benchmarks/train_throughput.py [--steps 1000] [--repeats 3] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from rnlib.reference import naive_train
+from rnlib.tasks import TASKS
+from rnlib.trainer import TrainConfig, train
+
+NEURONS = ("vanilla", "singlu", "v10_free_phase")
+TASK = "mixedfreq"  # 1000 training points, default budget 5000 (~5K parameters)
+SEEDS = (0, 1, 2)
+
+
+def matmul_gflops(n: int = 1024, repeats: int = 10) -> float:
+    """This machine's sgemm throughput in GFLOP/s (median over repeats)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def time_naive(neuron: str, steps: int) -> float:
+    """Seconds for the naive loop to train every seed one after another."""
+    t = time.perf_counter()
+    for seed in SEEDS:
+        naive_train(neuron, TASK, seed, steps=steps)
+    return time.perf_counter() - t
+
+
+def time_batched(neuron: str, steps: int) -> tuple[float, int]:
+    """Seconds for the batched trainer to train every seed at once, and the parameters per model."""
+    t = time.perf_counter()
+    results = train(neuron, TASK, SEEDS, config=TrainConfig(steps=steps, record_every=0))
+    return time.perf_counter() - t, results[0].params
+
+
+def main() -> None:
+    """Measure, print a table and the `speedup:` line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    n_points = TASKS[TASK].n_train
+    model_steps = len(SEEDS) * args.steps
+    peak = matmul_gflops()
+    print(f"task {TASK} ({n_points} points), {len(SEEDS)} seeds, {args.steps} steps, {args.threads} threads")
+    print(f"machine sgemm throughput: {peak:.1f} GFLOP/s (1024^3, median of 10)")
+    print(f"{'neuron':16s} {'params':>6s} {'naive/s':>9s} {'batched/s':>9s} {'ratio':>6s} {'of sgemm':>8s}")
+    ratios = []
+    for neuron in NEURONS:
+        naive, batched = [], []
+        for _ in range(args.repeats):
+            naive.append(time_naive(neuron, args.steps))
+            seconds, params = time_batched(neuron, args.steps)
+            batched.append(seconds)
+        naive_rate = model_steps / statistics.median(naive)
+        batched_rate = model_steps / statistics.median(batched)
+        ratio = batched_rate / naive_rate
+        ratios.append(ratio)
+        fraction = batched_rate * 6 * params * n_points / 1e9 / peak
+        print(
+            f"{neuron:16s} {params:6d} {naive_rate:9.0f} {batched_rate:9.0f} {ratio:6.2f} {fraction:8.1%}",
+            flush=True,
+        )
+    print(f"speedup: {min(ratios):.2f}")
+
+
+if __name__ == "__main__":
+    main()

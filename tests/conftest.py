@@ -1,0 +1,11 @@
+"""Test-session settings shared by every test file."""
+
+import os
+
+import torch
+
+# One thread per process: the models here are tiny, and several test processes (papermill kernels, Dask
+# workers) share the 2 cores of the CI machine; oversubscribed OpenMP threads spin and slow everything down.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("RNLIB_THREADS", "1")
+torch.set_num_threads(1)

@@ -1,0 +1,491 @@
+"""Tests for rnlib.neurons and RichNet: every neuron against SPEC section 2's equations, written out anew.
+
+The references below read a replica's weights out of the module and apply the SPEC table with plain torch ops
+in float64 (LayerNorm by hand), so a changed equation, a swapped matrix or a lost term fails a test.
+"""
+
+import math
+
+import pytest
+import torch
+
+from rnlib.models import build_model
+from rnlib.neurons import NEURONS, V4LowRank
+
+M = 2  # replicas per test model, each from its own seed
+SEEDS = (0, 1)
+IN, OUT, WIDTH, N = 3, 2, 6, 32
+LN_EPS = 1e-5  # SPEC: LayerNorm as torch.nn.LayerNorm's default
+TOL = {"rtol": 1e-5, "atol": 1e-5}
+PI = math.pi
+NAMES = sorted(NEURONS)
+
+
+# ----- independent references (one replica: p maps a parameter name to its [in, width] / [1, width] slice)
+def lin(p, x, k):
+    """``W_k·x + b_k`` with the stored-transposed layout ``x @ W + b``."""
+    return x @ p[f"W{k}"] + p[f"b{k}"]
+
+
+def layer_norm(h, p):
+    mean = h.mean(dim=-1, keepdim=True)
+    var = ((h - mean) ** 2).mean(dim=-1, keepdim=True)  # biased variance, as nn.LayerNorm
+    return (h - mean) / torch.sqrt(var + LN_EPS) * p["ln_weight"] + p["ln_bias"]
+
+
+def ref_vanilla(p, x, w):
+    return torch.clamp(lin(p, x, ""), min=0.0)
+
+
+def ref_singlu(p, x, w):
+    return torch.sin(w * lin(p, x, "g")) * lin(p, x, "v")
+
+
+def ref_siren(p, x, w):
+    return torch.sin(w * lin(p, x, ""))
+
+
+def ref_bilinear(p, x, w):
+    return lin(p, x, "1") * lin(p, x, "2")
+
+
+def ref_v1_rich(p, x, w):
+    u = lin(p, x, "1")
+    return layer_norm(u * torch.sin(w * lin(p, x, "2")) + u, p)
+
+
+def ref_v1_no_residual(p, x, w):
+    return layer_norm(lin(p, x, "1") * torch.sin(w * lin(p, x, "2")), p)
+
+
+def ref_v1_no_norm(p, x, w):
+    u = lin(p, x, "1")
+    return u * torch.sin(w * lin(p, x, "2")) + u
+
+
+def ref_v4_lowrank(p, x, w):
+    u = x @ (p["A1"] @ p["B1"]) + p["b1"]  # W1 = A1·B1, multiplied out first on purpose
+    s = x @ (p["A2"] @ p["B2"]) + p["b2"]
+    return layer_norm(u * torch.sin(w * s) + u, p)
+
+
+def ref_v4_shared(p, x, w):
+    u = lin(p, x, "")
+    return u * torch.sin(w * u) + u
+
+
+def ref_v6_routing(p, x, w):
+    a = 1 / (1 + torch.exp(-lin(p, x, "a")))
+    v = lin(p, x, "v")
+    return a * (torch.sin(w * lin(p, x, "g")) * v) + (1 - a) * v
+
+
+def ref_v7_learned_freq(p, x, w):
+    w_x = w * torch.log1p(torch.exp(lin(p, x, "omega"))) / math.log(2.0)  # = ω at init
+    return torch.sin(w_x * lin(p, x, "g")) * lin(p, x, "v")
+
+
+def ref_v8_phase_gate(p, x, w):
+    gate = 1 / (1 + torch.exp(-lin(p, x, "a")))
+    return gate * torch.sin(w * lin(p, x, "g") + lin(p, x, "phi")) * lin(p, x, "v")
+
+
+def ref_v9_controlled(p, x, w):
+    a = 1 / (1 + torch.exp(-lin(p, x, "a")))
+    w_x = w * (1 + 0.5 * torch.tanh(x @ p["Womega"]))  # no bias on Wω
+    v = lin(p, x, "v")
+    return a * torch.sin(w_x * lin(p, x, "g") + PI * torch.tanh(lin(p, x, "phi"))) * v + (1 - a) * v
+
+
+def ref_v10_free_phase(p, x, w):
+    return torch.sin(w * lin(p, x, "g") + PI * torch.tanh(lin(p, x, "phi"))) * lin(p, x, "v")
+
+
+def ref_v11_scaled_phase(p, x, w):
+    return torch.sin(w * (lin(p, x, "g") + 0.1 * torch.tanh(lin(p, x, "phi")))) * lin(p, x, "v")
+
+
+def ref_v12_fm(p, x, w):
+    return torch.sin(w * lin(p, x, "g") * (1 + 0.2 * torch.tanh(lin(p, x, "phi")))) * lin(p, x, "v")
+
+
+def ref_v13_aligned_phase(p, x, w):
+    g = lin(p, x, "g")
+    return torch.sin(w * g + 0.1 * g * torch.tanh(lin(p, x, "phi"))) * lin(p, x, "v")
+
+
+def ref_v15_dual_phase(p, x, w):
+    g, phi = lin(p, x, "g"), lin(p, x, "phi")
+    first = torch.sin(w * g + p["beta"] * phi)
+    second = 1 + p["alpha"] * torch.sin(2 * w * g + p["gamma"] * phi)
+    return first * second * lin(p, x, "v")
+
+
+REFERENCES = {
+    "vanilla": ref_vanilla,
+    "singlu": ref_singlu,
+    "v1_rich": ref_v1_rich,
+    "siren": ref_siren,
+    "bilinear": ref_bilinear,
+    "v1_no_residual": ref_v1_no_residual,
+    "v1_no_norm": ref_v1_no_norm,
+    "v4_lowrank": ref_v4_lowrank,
+    "v4_shared": ref_v4_shared,
+    "v6_routing": ref_v6_routing,
+    "v7_learned_freq": ref_v7_learned_freq,
+    "v8_phase_gate": ref_v8_phase_gate,
+    "v9_controlled": ref_v9_controlled,
+    "v10_free_phase": ref_v10_free_phase,
+    "v11_scaled_phase": ref_v11_scaled_phase,
+    "v12_fm": ref_v12_fm,
+    "v13_aligned_phase": ref_v13_aligned_phase,
+    "v15_dual_phase": ref_v15_dual_phase,
+}
+
+# Parameter names of one hidden layer by role, per neuron (SPEC §2: meta = Wφ, Wa, Wω, their biases, α β γ).
+GLU = {"Wg", "bg", "Wv", "bv"}
+TWO = {"W1", "b1", "W2", "b2"}
+ONE = {"W", "b"}
+LN = {"ln_weight", "ln_bias"}
+PHI = {"Wphi", "bphi"}
+EXPECTED_ROLES = {  # name -> (direct, meta, norm)
+    "vanilla": (ONE, set(), set()),
+    "singlu": (GLU, set(), set()),
+    "v1_rich": (TWO, set(), LN),
+    "siren": (ONE, set(), set()),
+    "bilinear": (TWO, set(), set()),
+    "v1_no_residual": (TWO, set(), LN),
+    "v1_no_norm": (TWO, set(), set()),
+    "v4_lowrank": ({"A1", "B1", "b1", "A2", "B2", "b2"}, set(), LN),
+    "v4_shared": (ONE, set(), set()),
+    "v6_routing": (GLU, {"Wa", "ba"}, set()),
+    "v7_learned_freq": (GLU, {"Womega", "bomega"}, set()),
+    "v8_phase_gate": (GLU, {"Wa", "ba"} | PHI, set()),
+    "v9_controlled": (GLU, {"Wa", "ba", "Womega"} | PHI, set()),
+    "v10_free_phase": (GLU, PHI, set()),
+    "v11_scaled_phase": (GLU, PHI, set()),
+    "v12_fm": (GLU, PHI, set()),
+    "v13_aligned_phase": (GLU, PHI, set()),
+    "v15_dual_phase": (GLU, PHI | {"alpha", "beta", "gamma"}, set()),
+}
+
+# Matrices inside sin(ω·…) that init="siren" re-initialises. v4_lowrank's sine branch is factorised, and
+# rnlib documents that it keeps the default init there (SIREN's bounds are for a full matrix).
+SINE_GLU = ("Wg",)
+PERIODIC = {
+    "vanilla": (),
+    "singlu": SINE_GLU,
+    "v1_rich": ("W2",),
+    "siren": ("W",),
+    "bilinear": (),
+    "v1_no_residual": ("W2",),
+    "v1_no_norm": ("W2",),
+    "v4_lowrank": (),
+    "v4_shared": ("W",),
+    "v6_routing": SINE_GLU,
+    "v7_learned_freq": SINE_GLU,
+    "v8_phase_gate": SINE_GLU,
+    "v9_controlled": SINE_GLU,
+    "v10_free_phase": SINE_GLU,
+    "v11_scaled_phase": SINE_GLU,
+    "v12_fm": SINE_GLU,
+    "v13_aligned_phase": SINE_GLU,
+    "v15_dual_phase": SINE_GLU,
+}
+ZERO_INIT = {"v7_learned_freq": {"Womega", "bomega"}}
+VECTOR_INIT = {"ln_weight": 1.0, "ln_bias": 0.0, "alpha": 0.1, "beta": 1.0, "gamma": 1.0}
+
+
+# ----- helpers ----------------------------------------------------------------------------------------------
+def replica(module, m):
+    """Replica ``m``'s parameters of ``module`` as float64 slices, by local name."""
+    return {name: t[m].detach().double() for name, t in module.named_parameters(recurse=False)}
+
+
+def perturb(model, seed=123):
+    """Overwrite every parameter (zero-inited ones included) with N(0, 1/fan_in) so no term hides.
+
+    Scaling by the fan-in keeps pre-activations O(1), so float32 rounding inside sin(ω·…) stays far below
+    the tolerance while every term still moves the output.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) / math.sqrt(p.shape[-2]))
+    return model
+
+
+def reference_model(model, name, x, omega):
+    """The whole network for every replica: hidden layers from REFERENCES, then ``h @ head_W + head_b``."""
+    outs = []
+    for m in range(model.replicas):
+        h = x[m].double()
+        for layer in model.layers:
+            h = REFERENCES[name](replica(layer, m), h, omega)
+        outs.append(h @ model.head_W[m].detach().double() + model.head_b[m].detach().double())
+    return torch.stack(outs)  # (M, N, out)
+
+
+def model(name, **kw):
+    kw = {"width": WIDTH, "seeds": SEEDS, **kw}
+    return build_model(name, IN, OUT, **kw)
+
+
+def fan_in(param_name, layer):
+    """Fan-in of a layer matrix or bias: rows of a matrix (rank for v4's B), the layer input for a bias."""
+    if param_name.startswith(("W", "A", "B")):
+        return getattr(layer, param_name).shape[1]
+    return layer.in_dim
+
+
+# ----- registry ---------------------------------------------------------------------------------------------
+def test_every_registered_neuron_has_a_reference_and_expectations():
+    assert set(REFERENCES) == set(NEURONS)
+    assert set(EXPECTED_ROLES) == set(NEURONS)
+    assert set(PERIODIC) == set(NEURONS)
+    assert len(NEURONS) == 18
+
+
+# ----- forward vs the SPEC equations ------------------------------------------------------------------------
+def uniform(*shape, seed):
+    """U(-1, 1), SPEC §4's input domain."""
+    return torch.rand(*shape, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+@pytest.mark.parametrize("omega", [1.0, 3.0])
+@pytest.mark.parametrize("name", NAMES)
+def test_layer_forward_matches_spec_equation(name, omega):
+    net = perturb(model(name, omega=omega))
+    for i, layer in enumerate(net.layers):
+        x = uniform(M, N, layer.in_dim, seed=7 + i)  # (M, N, in): a different input per replica
+        got = layer(x)
+        assert got.shape == (M, N, WIDTH) and got.dtype == torch.float32
+        for m in range(M):
+            want = REFERENCES[name](replica(layer, m), x[m].double(), omega)
+            torch.testing.assert_close(got[m].double(), want, **TOL)
+
+
+@pytest.mark.parametrize("omega", [1.0, 3.0])
+@pytest.mark.parametrize("name", NAMES)
+def test_network_forward_matches_reference_with_head(name, omega):
+    net = perturb(model(name, omega=omega))
+    assert len(net.layers) == 2
+    x = uniform(N, IN, seed=8)  # (N, in), shared by the replicas
+    xs = uniform(M, N, IN, seed=9)  # (M, N, in): one input per replica
+    want_shared = reference_model(net, name, x.expand(M, N, IN), omega)
+    want = reference_model(net, name, xs, omega)
+    got = net(x)
+    assert got.shape == (M, N, OUT)
+    assert not torch.allclose(got[0], got[1])  # the replicas really are different models
+    # float32: two layers of sin(ω·…) (2ω in v15, a learned ω(x) in v7) amplify rounding to ~1e-5 relative
+    torch.testing.assert_close(got.double(), want_shared, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(net(xs).double(), want, rtol=1e-4, atol=1e-4)
+    # float64: the same module agrees with the written-out equations to rounding
+    net64 = net.double()
+    torch.testing.assert_close(net64(x.double()), want_shared, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(net64(xs.double()), want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_single_replica_takes_and_returns_two_dimensional_tensors(name):
+    net = perturb(build_model(name, IN, OUT, width=WIDTH, seed=4))
+    x = uniform(N, IN, seed=10)
+    got = net(x)
+    assert got.shape == (N, OUT)
+    torch.testing.assert_close(got.double(), reference_model(net, name, x[None], 1.0)[0], **TOL)
+
+
+def test_reference_catches_a_wrong_equation():
+    """The comparison is sharp enough to see a small change of one constant (v11's 0.1 -> 0.11)."""
+    net = perturb(model("v11_scaled_phase"))
+    layer = net.layers[0]
+    x = torch.randn(M, N, IN, generator=torch.Generator().manual_seed(1))
+    p = replica(layer, 0)
+    g, phi, v = lin(p, x[0].double(), "g"), lin(p, x[0].double(), "phi"), lin(p, x[0].double(), "v")
+    wrong = torch.sin(g + 0.11 * torch.tanh(phi)) * v
+    assert not torch.allclose(layer(x)[0].double(), wrong, **TOL)
+
+
+# ----- v7 and replicas --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("omega", [1.0, 3.0, 30.0])
+def test_v7_frequency_equals_omega_at_init(omega):
+    net = model("v7_learned_freq", omega=omega)
+    net.set_recording(True)
+    net(torch.randn(N, IN, generator=torch.Generator().manual_seed(2)) * 5)
+    for layer in net.layers:
+        w_x = layer.probes["omega"]
+        assert w_x.shape == (M, N, WIDTH)
+        assert torch.equal(w_x, torch.full_like(w_x, omega)), (w_x.min().item(), w_x.max().item())
+
+
+def test_v7_at_init_is_singlu_with_the_same_weights():
+    layer = model("v7_learned_freq", omega=3.0).layers[0]
+    x = torch.randn(M, N, IN, generator=torch.Generator().manual_seed(3))
+    for m in range(M):
+        torch.testing.assert_close(
+            layer(x)[m].double(), ref_singlu(replica(layer, m), x[m].double(), 3.0), **TOL
+        )
+
+
+@pytest.mark.parametrize("init", ["default", "siren"])
+@pytest.mark.parametrize("name", NAMES)
+def test_replica_m_equals_model_built_from_its_seed(name, init):
+    omega = 30.0 if init == "siren" else 1.0
+    both = build_model(name, IN, OUT, width=WIDTH, seeds=[3, 5], omega=omega, init=init)
+    for m, seed in enumerate((3, 5)):
+        alone = build_model(name, IN, OUT, width=WIDTH, seed=seed, omega=omega, init=init)
+        params = dict(alone.named_parameters())
+        for pname, p in both.named_parameters():
+            assert torch.equal(p[m], params[pname][0]), (pname, m)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_same_seed_same_weights_different_seed_different_weights(name):
+    a, b, c = (dict(build_model(name, IN, OUT, width=WIDTH, seed=s).named_parameters()) for s in (11, 11, 12))
+    zero = {f"layers.{i}.{k}" for i in range(2) for k in ZERO_INIT.get(name, ())}
+    for pname in a:
+        assert torch.equal(a[pname], b[pname]), pname
+        if pname.split(".")[-1] in VECTOR_INIT or pname in zero:
+            continue  # constant inits are seed-independent by design
+        assert not torch.equal(a[pname], c[pname]), pname
+
+
+# ----- initialisation ---------------------------------------------------------------------------------------
+def check_bound(t, bound, name, tight=True):
+    big = t.abs().max().item()
+    assert big <= bound + 1e-7, f"{name}: max |w| {big} > bound {bound}"
+    if tight and t.numel() >= 8:
+        assert big > 0.5 * bound, f"{name}: max |w| {big} suspiciously below bound {bound}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_default_init_is_pytorch_linear(name):
+    net = build_model(name, IN, OUT, width=16, seeds=[0, 1])
+    for i, layer in enumerate(net.layers):
+        for pname, p in layer.named_parameters():
+            label = f"layers.{i}.{pname}"
+            if pname in VECTOR_INIT:
+                assert torch.all(p == VECTOR_INIT[pname]), label
+            elif pname in ZERO_INIT.get(name, ()):
+                assert torch.all(p == 0), label
+            else:
+                check_bound(p, 1 / math.sqrt(fan_in(pname, layer)), label)
+    check_bound(net.head_W, 1 / math.sqrt(16), "head_W")
+    check_bound(net.head_b, 1 / math.sqrt(16), "head_b", tight=False)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_siren_init_bounds(name):
+    width, omega = 16, 30.0
+    net = build_model(name, IN, OUT, width=width, seeds=[0, 1], omega=omega, init="siren")
+    for i, layer in enumerate(net.layers):
+        for pname, p in layer.named_parameters():
+            label = f"layers.{i}.{pname}"
+            if pname in PERIODIC[name]:
+                bound = 1 / IN if i == 0 else math.sqrt(6 / width) / omega  # SIREN sec. 3.2
+                check_bound(p, bound, label)
+            elif pname in VECTOR_INIT:
+                assert torch.all(p == VECTOR_INIT[pname]), label
+            elif pname in ZERO_INIT.get(name, ()):
+                assert torch.all(p == 0), label
+            else:
+                check_bound(p, 1 / math.sqrt(fan_in(pname, layer)), label)
+
+
+def test_siren_init_shrinks_the_sine_branch():
+    """At ω = 30 the SIREN bounds are far below PyTorch's default, in the first layer and later ones."""
+    a = build_model("singlu", IN, OUT, width=16, seed=0, omega=30.0)
+    b = build_model("singlu", IN, OUT, width=16, seed=0, omega=30.0, init="siren")
+    for i in range(2):
+        assert b.layers[i].Wg.abs().max() < a.layers[i].Wg.abs().max()
+    assert (b.layers[1].Wg.abs().max() * 30 * math.sqrt(16 / 6)).item() <= 1 + 1e-6
+
+
+def test_v4_lowrank_rank_and_shapes():
+    for in_dim, width, r in [(1, 8, 1), (8, 3, 1), (8, 16, 4), (3, 40, 3), (40, 40, 10), (9, 1, 1)]:
+        assert V4LowRank.rank(in_dim, width) == r
+        layer = V4LowRank(in_dim, width, replicas=2)
+        assert layer.A1.shape == (2, in_dim, r) and layer.B1.shape == (2, r, width)
+        assert layer.b1.shape == (2, 1, width) and layer.ln_weight.shape == (2, 1, width)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_parameter_shapes_have_replica_axis(name):
+    net = model(name)
+    for i, layer in enumerate(net.layers):
+        d = IN if i == 0 else WIDTH
+        for pname, p in layer.named_parameters():
+            if pname.startswith("W"):
+                assert p.shape == (M, d, WIDTH), pname
+            elif pname[0] in "AB":
+                continue  # checked in test_v4_lowrank_rank_and_shapes
+            else:
+                assert p.shape == (M, 1, WIDTH), pname
+    assert net.head_W.shape == (M, WIDTH, OUT) and net.head_b.shape == (M, 1, OUT)
+
+
+# ----- parameter groups -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", NAMES)
+def test_param_groups_follow_spec_roles(name):
+    net = model(name, depth=3)
+    groups = net.param_groups()
+    assert set(groups) <= {"direct", "meta", "norm", "head"}
+    direct, meta, norm = EXPECTED_ROLES[name]
+    for role, expected in (("direct", direct), ("meta", meta), ("norm", norm)):
+        got = sorted(n for n, _ in groups.get(role, []))
+        assert got == sorted(f"layers.{i}.{k}" for i in range(3) for k in expected), role
+    assert sorted(n for n, _ in groups["head"]) == ["head_W", "head_b"]
+    # every parameter in exactly one group, and the named tensor is the model's own
+    grouped = [(n, p) for members in groups.values() for n, p in members]
+    params = dict(net.named_parameters())
+    assert sorted(n for n, _ in grouped) == sorted(params)
+    assert len({id(p) for _, p in grouped}) == len(params)
+    assert all(p is params[n] for n, p in grouped)
+
+
+# ----- probes -----------------------------------------------------------------------------------------------
+def test_probes_v6_alpha_in_unit_interval_and_v10_phase_bounded():
+    x = torch.randn(N, IN, generator=torch.Generator().manual_seed(5))
+    v6, v10 = perturb(model("v6_routing")), perturb(model("v10_free_phase"))
+    v6.set_recording(True)
+    v10.set_recording(True)
+    v6(x)
+    v10(x * 10)
+    for layer in v6.layers:
+        alpha = layer.probes["alpha"]
+        assert alpha.shape == (M, N, WIDTH) and not alpha.requires_grad
+        assert torch.all((alpha > 0) & (alpha < 1))
+    for layer in v10.layers:
+        phase = layer.probes["phase"]
+        assert phase.shape == (M, N, WIDTH)
+        assert torch.all(phase.abs() <= PI)
+        assert phase.abs().max() > 1.0  # the free phase is not confined near zero
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_recording_off_leaves_probes_empty(name):
+    net = model(name)
+    x = torch.randn(N, IN, generator=torch.Generator().manual_seed(6))
+    net(x)
+    assert all(layer.probes == {} for layer in net.layers)
+    net.set_recording(True)
+    net(x)
+    net.set_recording(False)
+    assert all(layer.probes == {} for layer in net.layers)
+    net(x)
+    assert all(layer.probes == {} for layer in net.layers)
+
+
+# ----- bad input --------------------------------------------------------------------------------------------
+def test_unknown_neuron_lists_valid_names():
+    with pytest.raises(KeyError) as err:
+        build_model("v99_magic", IN, OUT, width=WIDTH)
+    message = str(err.value)
+    assert "v99_magic" in message
+    assert all(name in message for name in NEURONS)
+
+
+@pytest.mark.parametrize("init", ["xavier", "SIREN", ""])
+def test_unknown_init_is_a_value_error(init):
+    with pytest.raises(ValueError, match="init"):
+        build_model("singlu", IN, OUT, width=WIDTH, init=init)
