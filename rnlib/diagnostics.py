@@ -14,7 +14,7 @@ from torch import Tensor
 from rnlib.trainer import TrainState
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)  # the bands drawn over training
-SAMPLE_VALUES = 2000  # raw values kept per probe and replica at the first and last recording
+SAMPLE_VALUES = 512  # raw values kept per probe and replica at the first and last recording (cache size)
 
 
 def replica_sq_norm(t: Tensor) -> Tensor:
@@ -71,7 +71,7 @@ def record_probes(state: TrainState) -> None:
 def keep_samples(state: TrainState, key: str, values: Tensor, first: bool) -> None:
     """Store raw values (M, K) as ``key@first`` on the first recording and ``key@last`` on every later one."""
     for d, row in zip(state.diagnostics, values.tolist(), strict=True):
-        d[f"{key}@first" if first else f"{key}@last"] = row
+        d[f"{key}@first" if first else f"{key}@last"] = [float(f"{v:.5g}") for v in row]  # 5 digits: plots
 
 
 DEFAULT_RECORDERS = (record_steps, record_grad_norms, record_probes)
