@@ -1,0 +1,254 @@
+"""Tests for rnlib.profiles: every validation error with its message, grid expansion, names and job ids."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from rnlib.neurons import NEURONS
+from rnlib.paths import REPO_ROOT
+from rnlib.profiles import (
+    ProfileError,
+    expand_jobs,
+    format_value,
+    job_id,
+    load_profile,
+    resolve_notebook,
+    rnlib_version,
+    select_jobs,
+)
+from rnlib.provenance import source_hash
+from rnlib.tasks import TASKS
+
+FIXTURES = Path(__file__).parent / "fixtures"
+HEAD = f"notebooks: [ok]\nnotebooks_dir: {FIXTURES}\n"
+
+
+def write(tmp_path: Path, text: str, name: str = "profile.yaml") -> Path:
+    """A profile file with ``text`` in ``tmp_path``."""
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+# (profile text, the key the message names, a fragment saying what is wrong or valid)
+ERRORS = {
+    "malformed": (HEAD + "grid: {budget: [1, 2}\n", "", "malformed YAML at line 3"),
+    "not a mapping": ("- ok\n- raises\n", "", "expected a mapping of name, notebooks"),
+    "unknown key": (
+        HEAD + "grd: {budget: [1]}\n",
+        "",
+        "unknown key 'grd' (did you mean 'grid'?); valid keys: name",
+    ),
+    "bad name": (HEAD + "name: a/b\n", "name", "expected a folder name"),
+    "no dir": (
+        "notebooks_dir: /nonexistent/rnlib\n",
+        "notebooks_dir",
+        "/nonexistent/rnlib is not a directory",
+    ),
+    "no versions": (f"notebooks_dir: {FIXTURES}\n", "notebooks", "no v[0-9][0-9]_*.ipynb in"),
+    "notebooks not list": (
+        f"notebooks: ok\nnotebooks_dir: {FIXTURES}\n",
+        "notebooks",
+        "expected a non-empty list",
+    ),
+    "unknown notebook": (
+        f"notebooks: [ok, v99]\nnotebooks_dir: {FIXTURES}\n",
+        "notebooks[1]",
+        "no single notebook matches 'v99' in",
+    ),
+    "summary as notebook": (
+        f"notebooks: [summary]\nnotebooks_dir: {FIXTURES}\n",
+        "notebooks[0]",
+        "summary: true",
+    ),
+    "listed twice": (
+        f"notebooks: [ok, ok]\nnotebooks_dir: {FIXTURES}\n",
+        "notebooks[1]",
+        "ok is listed twice",
+    ),
+    "parameters not mapping": (
+        HEAD + "parameters: [1]\n",
+        "parameters",
+        "expected a mapping of parameter names",
+    ),
+    "undeclared": (
+        HEAD + "parameters: {budgets: [1]}\n",
+        "parameters.budgets",
+        "not a parameter of ok.ipynb; it",
+    ),
+    "runner sets records": (
+        HEAD + "parameters: {records: x.csv}\n",
+        "parameters.records",
+        "set by the runner",
+    ),
+    "str for int": (
+        HEAD + "parameters: {steps: ten}\n",
+        "parameters.steps",
+        "expected int, got str 'ten' (ok.ipynb declares `steps: int`)",
+    ),
+    "bool for int": (HEAD + "parameters: {steps: true}\n", "parameters.steps", "expected int, got bool True"),
+    "float for int": (
+        HEAD + "parameters: {budget: 1.5}\n",
+        "parameters.budget",
+        "expected int, got float 1.5",
+    ),
+    "yaml 1e-3": (HEAD + "parameters: {lr: 1e-3}\n", "parameters.lr", "YAML reads 1e-3 as a string"),
+    "str for list": (HEAD + "parameters: {seeds: 0}\n", "parameters.seeds", "expected list, got int 0"),
+    "unknown task": (
+        HEAD + "parameters: {tasks: [spiral, nope]}\n",
+        "parameters.tasks",
+        "unknown task 'nope'",
+    ),
+    "unknown neuron": (
+        HEAD + "parameters: {neurons: [relu]}\n",
+        "parameters.neurons",
+        "unknown neuron 'relu'",
+    ),
+    "grid unknown task": (
+        HEAD + "grid: {tasks: [[spiral], [nope]]}\n",
+        "grid.tasks[1]",
+        "unknown task 'nope'",
+    ),
+    "grid wrong type": (HEAD + "grid: {budget: [1, two]}\n", "grid.budget[1]", "expected int, got str 'two'"),
+    "empty grid list": (HEAD + "grid: {budget: []}\n", "grid.budget", "expected a non-empty list of values"),
+    "grid scalar": (HEAD + "grid: {budget: 3000}\n", "grid.budget", "expected a non-empty list of values"),
+    "empty grid": (HEAD + "grid: {}\n", "grid", "empty mapping"),
+    "grid and parameters": (
+        HEAD + "parameters: {budget: 1}\ngrid: {budget: [1, 2]}\n",
+        "grid.budget",
+        "also set under `parameters`",
+    ),
+    "override unknown": (HEAD + "overrides: {raises: {steps: 1}}\n", "overrides.raises", "valid: ok"),
+    "override undeclared": (
+        HEAD + "overrides: {ok: {run_dir: x}}\n",
+        "overrides.ok.run_dir",
+        "set by the runner",
+    ),
+    "override wrong type": (HEAD + "overrides: {ok: {steps: 1.5}}\n", "overrides.ok.steps", "expected int"),
+    "override vs grid": (
+        HEAD + "grid: {budget: [1, 2]}\noverrides: {ok: {budget: 3}}\n",
+        "overrides.ok.budget",
+        "also varied by grid.budget",
+    ),
+    "summary not bool": (HEAD + "summary: yes please\n", "summary", "expected true or false"),
+    "timeout negative": (HEAD + "timeout: -1\n", "timeout", "expected a positive number of seconds"),
+    "same stem": (HEAD + "grid: {device: ['a b', 'a_b']}\n", "grid", "same output name 'ok__device-a_b'"),
+}
+
+
+@pytest.mark.parametrize("case", list(ERRORS))
+def test_validation_error_names_file_key_and_problem(tmp_path: Path, case: str) -> None:
+    text, key, fragment = ERRORS[case]
+    path = write(tmp_path, text)
+    with pytest.raises(ProfileError) as info:
+        expand_jobs(load_profile(path))
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: {key}: " if key else f"{path}: ")
+    assert fragment in message
+
+
+def test_unknown_names_list_the_registry(tmp_path: Path) -> None:
+    for key, registry in (("tasks", TASKS), ("neurons", NEURONS)):
+        path = write(tmp_path, HEAD + f"parameters: {{{key}: [nope]}}\n")
+        with pytest.raises(ProfileError, match=f"valid: {', '.join(sorted(registry))}$"):
+            load_profile(path)
+
+
+def test_missing_file_is_a_profile_error(tmp_path: Path) -> None:
+    with pytest.raises(ProfileError, match=r"missing\.yaml: cannot read profile"):
+        load_profile(tmp_path / "missing.yaml")
+
+
+def test_parameter_line_papermill_cannot_parse_is_explained(tmp_path: Path) -> None:
+    notebook = json.loads((FIXTURES / "ok.ipynb").read_text())
+    cell = next(c for c in notebook["cells"] if "parameters" in c["metadata"].get("tags", []))
+    source = "".join(cell["source"]).replace("# parameter budget;", "# parameter budget; 0 = default;")
+    cell["source"] = source
+    (tmp_path / "ok.ipynb").write_text(json.dumps(notebook))
+    path = write(tmp_path, f"notebooks: [ok]\nnotebooks_dir: {tmp_path}\nparameters: {{budget: 1}}\n")
+    with pytest.raises(ProfileError, match=r"parameters\.budget: papermill cannot parse ok\.ipynb's line"):
+        load_profile(path)
+
+
+def test_valid_profile_accepts_int_for_float_and_known_names(tmp_path: Path) -> None:
+    text = HEAD + "parameters: {lr: 1, omega: 2.5, tasks: [spiral], neurons: [vanilla, singlu]}\n"
+    profile = load_profile(write(tmp_path, text, "smoke.yaml"))
+    assert profile.name == "smoke"
+    assert [job.stem for job in expand_jobs(profile)] == ["ok"]
+
+
+def test_grid_expands_to_one_job_per_combination_named_by_what_varies(tmp_path: Path) -> None:
+    text = (
+        f"notebooks: [ok, raises]\nnotebooks_dir: {FIXTURES}\nparameters: {{steps: 5}}\n"
+        "grid: {budget: [1, 2], seeds: [[0, 1], [2]], device: [cpu]}\n"
+        "overrides: {raises: {steps: 7}}\n"
+    )
+    jobs = expand_jobs(load_profile(write(tmp_path, text)))
+    assert [job.stem for job in jobs[:4]] == [
+        "ok__budget-1__seeds-0_1",
+        "ok__budget-1__seeds-2",
+        "ok__budget-2__seeds-0_1",
+        "ok__budget-2__seeds-2",
+    ]
+    assert len(jobs) == 8 and jobs[4].stem == "raises__budget-1__seeds-0_1"
+    assert jobs[3].parameters == {"steps": 5, "budget": 2, "seeds": [2], "device": "cpu"}
+    assert jobs[4].parameters["steps"] == 7  # the override wins over `parameters`
+    assert all(job.records for job in jobs)
+
+
+def test_job_ids_are_stable_and_change_with_notebook_parameters_and_version(tmp_path: Path) -> None:
+    path = write(tmp_path, HEAD + "grid: {budget: [1, 2]}\n")
+    first, second = (expand_jobs(load_profile(path)) for _ in range(2))
+    assert [j.id for j in first] == [j.id for j in second]
+    assert first[0].id != first[1].id
+    notebook = tmp_path / "ok.ipynb"
+    shutil.copy(FIXTURES / "ok.ipynb", notebook)
+    params = first[0].parameters
+    assert job_id(notebook, params, "v1") == job_id(notebook, dict(params), "v1")
+    assert job_id(notebook, params, "v1") != job_id(notebook, params, "v2")
+    assert job_id(notebook, params, "v1") != job_id(notebook, {**params, "budget": 3}, "v1")
+    notebook.write_text(notebook.read_text().replace("Fixture", "fixture"))
+    assert job_id(notebook, params, "v1") != job_id(FIXTURES / "ok.ipynb", params, "v1")
+
+
+def test_rnlib_version_hashes_the_library_sources(monkeypatch, tmp_path) -> None:
+    monkeypatch.delenv("RNLIB_VERSION", raising=False)
+    assert rnlib_version() == source_hash((REPO_ROOT / "rnlib").glob("*.py"))
+    lib = tmp_path / "lib.py"
+    lib.write_text("x = 1\n")
+    before = source_hash([lib])
+    lib.write_text("x = 2\n")
+    assert source_hash([lib]) != before  # any edit of a source changes the version
+    monkeypatch.setenv("RNLIB_VERSION", "pinned")
+    assert rnlib_version() == "pinned"
+
+
+def test_resolve_notebook_by_prefix_or_stem() -> None:
+    available = [Path(f"{stem}.ipynb") for stem in ("v01_rich", "v10_free_phase", "v10_other", "capacity")]
+    assert resolve_notebook("v01", available) == available[0]
+    assert resolve_notebook("v10_free_phase", available) == available[1]
+    assert resolve_notebook("capacity", available) == available[3]
+    assert resolve_notebook("v10", available) is None  # ambiguous
+    assert resolve_notebook("v1", available) is None
+
+
+def test_select_jobs_by_notebook_or_stem(tmp_path: Path) -> None:
+    text = f"notebooks: [ok, raises]\nnotebooks_dir: {FIXTURES}\ngrid: {{budget: [1, 2]}}\n"
+    jobs = expand_jobs(load_profile(write(tmp_path, text)))
+    assert [j.stem for j in select_jobs(jobs, ["raises"])] == ["raises__budget-1", "raises__budget-2"]
+    assert [j.stem for j in select_jobs(jobs, ["ok__budget-2"])] == ["ok__budget-2"]
+    assert select_jobs(jobs, []) == jobs
+    with pytest.raises(ProfileError) as info:
+        select_jobs(jobs, ["v99"])
+    assert str(info.value) == "--only: 'v99' matches none of the profile's notebooks; valid: ok, raises"
+
+
+def test_format_value() -> None:
+    assert format_value(8000) == "8000"
+    assert format_value([0, 1, 2]) == "0_1_2"
+    assert format_value(0.001) == "0.001"
+    assert format_value(True) == "true"
+    assert format_value("cuda:0") == "cuda_0"
