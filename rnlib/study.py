@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,12 +18,12 @@ import torch
 
 from rnlib.cache import ResultCache, cache_key
 from rnlib.diagnostics import DEFAULT_RECORDERS
-from rnlib.models import DEFAULT_DEPTH, param_count, width_for_budget
+from rnlib.models import DEFAULT_DEPTH, RichNet, param_count, width_for_budget
 from rnlib.neurons import neuron_class
 from rnlib.paths import EXECUTED_DIR
-from rnlib.results import COLUMNS, write_records
+from rnlib.results import COLUMNS, KEY, write_records
 from rnlib.tasks import TASKS, task_names
-from rnlib.trainer import RunResult, TrainConfig, train
+from rnlib.trainer import RunResult, TrainConfig, train, train_models
 
 
 @dataclass(frozen=True)
@@ -119,8 +120,14 @@ class Study:
 
     @property
     def records(self) -> pd.DataFrame:
-        """Every record this study has produced so far."""
-        return pd.concat(self.frames, ignore_index=True) if self.frames else pd.DataFrame(columns=COLUMNS)
+        """Every record this study has produced so far (a run repeated by a later call is kept once)."""
+        if not self.frames:
+            return pd.DataFrame(columns=COLUMNS)
+        with warnings.catch_warnings():  # all-NA columns (id_value off `ood`) are expected; keep pandas quiet
+            warnings.simplefilter("ignore", FutureWarning)
+            records = pd.concat(self.frames, ignore_index=True)
+        # e.g. v14's sweep at a task's default budget repeats the main run; the cached records are equal
+        return records.drop_duplicates(list(KEY), keep="last", ignore_index=True)
 
     def budget_for(self, task: str, budget: int | Mapping[str, int] | None = None) -> int:
         """The budget for ``task``: an explicit one, a per-task mapping, or the task's default (0 or None)."""
@@ -152,6 +159,28 @@ class Study:
         write_records(self.records, self.records_path)
         self.seconds += time.perf_counter() - start
         return results
+
+    def fit_models(
+        self,
+        models: Sequence[str | Model],
+        task: str,
+        seeds: Sequence[int] | None = None,
+        *,
+        budget: int | None = None,
+    ) -> dict[str, RichNet]:
+        """Retrain each model on ``task`` under the study's protocol and return the trained networks by label.
+
+        For figures that need predictions (decision boundaries, extrapolation); nothing is cached or recorded.
+        """
+        trained = {}
+        for model in [m if isinstance(m, Model) else Model(m) for m in models]:
+            sizing = {"width": model.width} if model.width else {"budget": self.budget_for(task, budget)}
+            net, _ = train_models(
+                model.neuron, task, list(seeds or self.seeds), **sizing, depth=self.depth,
+                omega=self.omega if model.omega is None else model.omega, init=model.init, config=self.config,
+            )  # fmt: skip
+            trained[model.name] = net.eval()
+        return trained
 
     def train_cached(self, model: Model, task: str, budget: int) -> list[RunResult]:
         """Each seed's replica from the cache, training the missing seeds together in one batch."""

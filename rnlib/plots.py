@@ -1,0 +1,504 @@
+"""The figures (and diagnostic tables) every version notebook shares; no notebook defines a plotting helper.
+
+Every figure function returns a closed ``Figure``: a notebook cell that ends with the call shows it once (the
+inline backend renders a returned figure; a closed one is not drawn a second time), and a script can save it.
+Outside a Jupyter kernel the backend is Agg, so papermill runs, tests and scripts need no display.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Callable, Mapping, Sequence
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
+from matplotlib import colors as mcolors
+from matplotlib import lines as mlines
+from matplotlib import ticker as mticker
+from matplotlib.figure import Figure
+
+from rnlib.metrics import lower_is_better
+from rnlib.study import Model, Results, Study
+from rnlib.tasks import hifreq_target, make_task, ood_target
+
+
+def in_jupyter_kernel() -> bool:
+    """Whether this process is a Jupyter kernel (notebook or papermill), which renders figures inline."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return shell is not None and "IPKernelApp" in shell.config
+
+
+def use_headless_backend() -> None:
+    """Agg outside a Jupyter kernel; inside one, the inline backend unless a display is there to use."""
+    if not in_jupyter_kernel():
+        matplotlib.use("Agg")
+    elif "inline" not in matplotlib.get_backend() and not os.environ.get("DISPLAY"):
+        matplotlib.use("module://matplotlib_inline.backend_inline")
+
+
+use_headless_backend()
+sns.set_theme(style="whitegrid", context="notebook", font_scale=0.85)
+BASELINE_COLORS = {"vanilla": "#7f7f7f", "singlu": "#1f77b4"}  # the same two colours in every figure
+PANEL = (3.6, 2.8)  # inches per facet: nine tasks fit a 3 × 3 grid on a notebook page
+TARGETS_1D: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"ood": ood_target, "hifreq": hifreq_target}
+
+
+# ----------------------------------------------------------------------------------------- shared parts
+def palette(models: Sequence[str]) -> dict[str, tuple]:
+    """A colour per model label: the baselines keep theirs, the others take tab10, then tab20, in order."""
+    pool = sns.color_palette("tab10") + sns.color_palette("tab20")[1::2]  # 18 distinct non-baseline colours
+    free = [c for c in pool if mcolors.to_hex(c) not in BASELINE_COLORS.values()]
+    others = [m for m in models if m not in BASELINE_COLORS]
+    colors = {m: free[i % len(free)] for i, m in enumerate(others)}
+    return {m: BASELINE_COLORS.get(m) or colors[m] for m in models}
+
+
+def facets(n: int, ncols: int = 3) -> tuple[Figure, list[plt.Axes]]:
+    """A grid of ``n`` panels (unused ones removed), flattened."""
+    ncols = min(ncols, n)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(PANEL[0] * ncols, PANEL[1] * nrows), squeeze=False)
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        ax.remove()
+    return fig, flat[:n]
+
+
+def finish(fig: Figure, colors: Mapping[str, tuple] | None = None, title: str = "") -> Figure:
+    """Add a shared legend and title, tighten the layout, close the figure (it is shown once, as returned)."""
+    if colors:
+        handles = [mlines.Line2D([], [], color=c, marker="o", lw=2) for c in colors.values()]
+        fig.legend(
+            handles,
+            list(colors),
+            loc="upper center",
+            ncol=min(len(colors), 6),
+            frameon=False,
+            bbox_to_anchor=(0.5, 0.0),
+        )
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            if axis.get_scale() == "log":
+                tidy_log_axis(axis)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def tidy_log_axis(axis: matplotlib.axis.Axis) -> None:
+    """Over a decade or more label only powers of ten; within one, label the ticks in plain numbers."""
+    lo, hi = sorted(axis.get_view_interval())
+    if lo > 0 and hi / lo >= 10:
+        axis.set_minor_formatter(mticker.NullFormatter())  # 2×10⁻¹, 3×10⁻¹, … only clutter small panels
+    else:
+        plain = mticker.FuncFormatter(lambda v, _: f"{float(f'{v:.3g}'):g}")  # 0.35, 3000, not 3.5e-01
+        axis.set_major_formatter(plain)
+        axis.set_minor_formatter(plain)
+
+
+def metric_axis(ax: plt.Axes, metric: str) -> None:
+    """Log scale and 'lower is better' for MSE; percent and 'higher is better' for accuracy."""
+    if lower_is_better(metric):
+        ax.set_yscale("log")
+        ax.set_ylabel("test MSE (↓)")
+    else:
+        ax.set_ylabel("test accuracy (↑)")
+        ax.yaxis.set_major_formatter(mticker.PercentFormatter(1.0, decimals=1))
+
+
+def band(ax: plt.Axes, frame: pd.DataFrame, x: str, y: str, color: tuple, label: str = "") -> None:
+    """Mean over seeds as a line, min–max over seeds as a band."""
+    g = frame.groupby(x)[y].agg(["mean", "min", "max"])
+    ax.plot(g.index, g["mean"], color=color, lw=1.5, label=label)
+    ax.fill_between(g.index, g["min"], g["max"], color=color, alpha=0.2, lw=0)
+
+
+def label_ticks(ax: plt.Axes) -> None:
+    """Rotate categorical x tick labels so long model names stay readable."""
+    ax.set_xlabel("")
+    plt.setp(ax.get_xticklabels(), rotation=35, ha="right", rotation_mode="anchor")
+
+
+# ------------------------------------------------------------------------------------------- results
+def results_figure(records: pd.DataFrame, models: Sequence[str] | None = None) -> Figure:
+    """Per task: every seed as a dot and the mean as a black diamond; ★ names the best mean."""
+    models = list(models or dict.fromkeys(records["model"]))
+    ok = records[records["model"].isin(models) & ~records["diverged"].astype(bool)]
+    tasks = list(dict.fromkeys(records["task"]))
+    colors = palette(models)
+    fig, axes = facets(len(tasks))
+    for ax, task in zip(axes, tasks, strict=True):
+        d = ok[ok["task"] == task]
+        metric = records.loc[records["task"] == task, "metric"].iloc[0]
+        sns.stripplot(
+            d,
+            x="model",
+            y="value",
+            hue="model",
+            order=models,
+            hue_order=models,
+            palette=colors,
+            legend=False,
+            size=4,
+            alpha=0.7,
+            jitter=0.15,
+            ax=ax,
+        )
+        sns.pointplot(
+            d,
+            x="model",
+            y="value",
+            order=models,
+            errorbar=None,
+            linestyle="none",
+            markers="D",
+            color="black",
+            markersize=4,
+            ax=ax,
+        )
+        means = d.groupby("model")["value"].mean()
+        best = (means.idxmin() if lower_is_better(metric) else means.idxmax()) if len(means) else "-"
+        ax.set_title(f"{task}  (★ {best})")
+        metric_axis(ax, metric)
+        label_ticks(ax)
+    return finish(fig)
+
+
+def loss_curves(
+    res: Results, tasks: Sequence[str] | None = None, models: Sequence[str] | None = None
+) -> Figure:
+    """Training loss per task (log scale): mean over seeds with the min–max band, one line per model."""
+    rows = [(m, t, r.seed, s, v) for (m, t), runs in res.runs.items() for r in runs for s, v in r.curve]
+    df = pd.DataFrame(rows, columns=["model", "task", "seed", "step", "loss"])
+    models = list(models or dict.fromkeys(df["model"]))
+    tasks = list(tasks or dict.fromkeys(df["task"]))
+    colors = palette(models)
+    fig, axes = facets(len(tasks))
+    for ax, task in zip(axes, tasks, strict=True):
+        for model in models:
+            band(ax, df[(df["task"] == task) & (df["model"] == model)], "step", "loss", colors[model])
+        ax.set(title=task, yscale="log", xlabel="step", ylabel="training loss")
+    return finish(fig, colors)
+
+
+def seed_scatter(records: pd.DataFrame, model: str, baseline: str) -> Figure:
+    """``model`` against ``baseline``, one dot per (task, seed); dots on the better side of y = x are wins."""
+    pairs = records.pivot_table(
+        index=["task", "metric", "seed"], columns="model", values="value"
+    ).reset_index()
+    tasks = list(dict.fromkeys(records["task"]))
+    colors = dict(zip(tasks, sns.color_palette("tab10", len(tasks)), strict=True))
+    metrics = list(dict.fromkeys(pairs["metric"]))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.4 * len(metrics), 4.2), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        d = pairs[pairs["metric"] == metric]
+        for task, g in d.groupby("task", sort=False):
+            ax.scatter(g[baseline], g[model], color=colors[task], s=25, alpha=0.8)
+        lo, hi = np.nanmin(d[[model, baseline]].to_numpy()), np.nanmax(d[[model, baseline]].to_numpy())
+        ax.plot([lo, hi], [lo, hi], "k--", lw=1)
+        scale = "log" if lower_is_better(metric) else "linear"
+        better = "below" if lower_is_better(metric) else "above"
+        ax.set(
+            xscale=scale,
+            yscale=scale,
+            xlabel=f"{baseline} ({metric})",
+            ylabel=f"{model} ({metric})",
+            title=f"test {metric}: {model} wins {better} the diagonal",
+        )
+    return finish(fig, {t: colors[t] for t in tasks})
+
+
+def ratio_heatmap(records: pd.DataFrame, models: Sequence[str], baseline: str) -> Figure:
+    """Per task, each model's mean error ÷ the baseline's (MSE, or 1 − accuracy); blue < 1 = model better."""
+    means = records.groupby(["task", "model", "metric"], sort=False)["value"].mean().reset_index()
+    means["error"] = np.where(means["metric"] == "accuracy", 1 - means["value"], means["value"])
+    table = means.pivot(index="task", columns="model", values="error")
+    tasks = list(dict.fromkeys(records["task"]))
+    ratio = table[list(models)].div(table[baseline], axis=0).loc[tasks]  # (tasks, models)
+    fig, ax = plt.subplots(figsize=(1.3 * len(models) + 2.5, 0.45 * len(tasks) + 1.5))
+    sns.heatmap(
+        np.log10(ratio.clip(lower=1e-12)),
+        annot=ratio.to_numpy(),
+        fmt=".2g",
+        cmap="RdBu_r",
+        center=0,
+        cbar_kws={"label": f"log10(error ÷ {baseline}'s)"},
+        ax=ax,
+    )
+    ax.set(xlabel="", ylabel="", title=f"error relative to {baseline} (< 1: better than {baseline})")
+    label_ticks(ax)
+    return finish(fig)
+
+
+def ood_figure(records: pd.DataFrame, models: Sequence[str] | None = None) -> Figure:
+    """``ood`` task: in-distribution vs out-of-distribution test MSE per model, one dot per seed."""
+    d = records[(records["task"] == "ood") & ~records["diverged"].astype(bool)]
+    models = list(models or dict.fromkeys(d["model"]))
+    long = d.melt(
+        id_vars=["model", "seed"], value_vars=["id_value", "value"], var_name="split", value_name="mse"
+    )
+    long["split"] = long["split"].map({"id_value": "in-distribution [-1, 1]", "value": "OOD [1, 2]"})
+    fig, ax = plt.subplots(figsize=(1.0 * len(models) + 3, 3.6))
+    sns.stripplot(long, x="model", y="mse", hue="split", order=models, dodge=True, size=5, ax=ax)
+    ax.set(yscale="log", ylabel="test MSE (↓)", title="ood: the gap between the splits is the degradation")
+    label_ticks(ax)
+    return finish(fig)
+
+
+def budget_sweep(records: pd.DataFrame, models: Sequence[str], tasks: Sequence[str] | None = None) -> Figure:
+    """Test metric against budget per task: mean over seeds with the min–max band, a line per model."""
+    tasks = list(tasks or dict.fromkeys(records["task"]))
+    colors = palette(models)
+    ok = records[~records["diverged"].astype(bool)]
+    fig, axes = facets(len(tasks))
+    for ax, task in zip(axes, tasks, strict=True):
+        for model in models:
+            band(ax, ok[(ok["task"] == task) & (ok["model"] == model)], "budget", "value", colors[model])
+        metric_axis(ax, records.loc[records["task"] == task, "metric"].iloc[0])
+        ax.set(title=task, xscale="log", xlabel="parameter budget", xticks=sorted(ok["budget"].unique()))
+        ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_locator(mticker.NullLocator())
+    return finish(fig, colors)
+
+
+def width_bars(widths: pd.DataFrame) -> Figure:
+    """Width each neuron gets at a matched budget as a fraction of vanilla's (from ``width_table``).
+
+    Bars are the mean over tasks, whiskers the range; the colour and the label give matrices per layer.
+    """
+    vanilla = widths[widths["neuron"] == "vanilla"].set_index("task")["width"]
+    d = widths.assign(
+        relative=widths["width"] / widths["task"].map(vanilla),
+        neuron=widths["neuron"] + " (" + widths["matrices"].astype(str) + ")",
+    )
+    order = list(d.sort_values("matrices", kind="stable")["neuron"].drop_duplicates())
+    fig, ax = plt.subplots(figsize=(7.0, 0.3 * len(order) + 1.2))
+    sns.barplot(
+        d,
+        y="neuron",
+        x="relative",
+        hue="matrices",
+        order=order,
+        palette="crest",
+        dodge=False,
+        errorbar=("pi", 100),
+        ax=ax,
+    )
+    ax.axvline(1.0, color="black", lw=1, ls="--")
+    ax.set(ylabel="neuron (matrices per layer)", xlabel="hidden width ÷ vanilla's width at the same budget")
+    ax.legend(title="matrices", loc="lower right", frameon=True)
+    return finish(fig)
+
+
+# ------------------------------------------------------------------------------------------ diagnostics
+def probe_bands(
+    res: Results,
+    model: str,
+    probe: str,
+    layer: int = 0,
+    tasks: Sequence[str] | None = None,
+    reference: float | None = None,
+) -> Figure:
+    """Quantiles of a probe over probe inputs during training: q05–q95 and q25–q75 bands, median per seed."""
+    key = f"L{layer}.{probe}"
+    tasks = list(tasks or [t for m, t in res.runs if m == model])
+    fig, axes = facets(len(tasks))
+    for ax, task in zip(axes, tasks, strict=True):
+        d = res.diagnostics(model, task)
+        d = d[d["key"].str.startswith(f"{key}/q")]
+        q = d.groupby(["step", "key"])["value"].mean().unstack()  # (steps, quantiles), mean over seeds
+        ax.fill_between(
+            q.index, q[f"{key}/q05"], q[f"{key}/q95"], alpha=0.2, color="C0", lw=0, label="q05–q95"
+        )
+        ax.fill_between(
+            q.index, q[f"{key}/q25"], q[f"{key}/q75"], alpha=0.4, color="C0", lw=0, label="q25–q75"
+        )
+        for _, seed in d[d["key"] == f"{key}/q50"].groupby("seed"):
+            ax.plot(seed["step"], seed["value"], color="C0", lw=1)
+        if reference is not None:
+            ax.axhline(reference, color="black", ls="--", lw=1, label="initial value")
+        ax.set(title=task, xlabel="step", ylabel=key)
+    axes[0].legend(fontsize="x-small")
+    return finish(fig, title=f"{model}: {key} over the probe inputs during training")
+
+
+def distribution(
+    res: Results, model: str, probe: str, layer: int = 0, tasks: Sequence[str] | None = None
+) -> Figure:
+    """Histogram of a probe's raw values at the first and the last recording, seeds pooled."""
+    key = f"L{layer}.{probe}"
+    tasks = list(tasks or [t for m, t in res.runs if m == model])
+    colors = {"first": "#aaaaaa", "last": "#d62728"}
+    fig, axes = facets(len(tasks))
+    for ax, task in zip(axes, tasks, strict=True):
+        s = res.samples(model, task, key)
+        lo, hi = s["value"].quantile([0.001, 0.999]) if len(s) else (0.0, 1.0)
+        bins = np.linspace(lo - 1e-3, hi + 1e-3, 41)  # shared bins; widened so a constant still has one
+        for when, color in colors.items():  # first: filled grey; last: a red outline on top
+            ax.hist(
+                s.loc[s["when"] == when, "value"].clip(bins[0], bins[-1]),
+                bins=bins,
+                density=True,
+                histtype="stepfilled" if when == "first" else "step",
+                lw=1.8,
+                alpha=0.6 if when == "first" else 1,
+                color=color,
+            )
+        ax.set(title=task, xlabel=key, ylabel="density")
+    return finish(fig, colors, title=f"{model}: {key} at the first and last recording")
+
+
+def model_distributions(
+    res: Results,
+    models: Sequence[str],
+    probe: str,
+    layer: int = 0,
+    when: str = "last",
+    absolute: bool = False,
+) -> Figure:
+    """Histograms of a probe's raw values for several models at one recording, one panel per task."""
+    key = f"L{layer}.{probe}"
+    tasks = list(dict.fromkeys(t for m, t in res.runs if m in models))
+    colors = palette(models)
+    fig, axes = facets(len(tasks))
+    for ax, task in zip(axes, tasks, strict=True):
+        samples = {m: res.samples(m, task, key) for m in models}
+        values = {m: d.loc[d["when"] == when, "value"] for m, d in samples.items()}
+        values = {m: v.abs() if absolute else v for m, v in values.items()}
+        pooled = pd.concat(values.values())
+        bins = np.linspace(pooled.min() - 1e-3, pooled.max() + 1e-3, 21) if len(pooled) else 20
+        for m, v in values.items():
+            ax.hist(v, bins=bins, density=True, histtype="step", lw=1.8, color=colors[m])
+        ax.set(title=task, xlabel=f"|{key}|" if absolute else key, ylabel="density")
+    return finish(fig, colors, title=f"{key} at the {when} recording")
+
+
+def probe_table(res: Results, model: str, probe: str, tasks: Sequence[str] | None = None) -> pd.DataFrame:
+    """Per task and layer: quantiles and mean |value| of a probe's raw samples, first vs last recording."""
+    tasks = list(tasks or [t for m, t in res.runs if m == model])
+    rows = []
+    for task in tasks:
+        keys = {k.split("@")[0] for r in res.runs[(model, task)] for k in r.diagnostics}
+        for key in sorted(k for k in keys if re.fullmatch(rf"L\d+\.{re.escape(probe)}", k)):
+            s = res.samples(model, task, key)
+            for when, v in s.groupby("when", sort=False)["value"]:
+                q = v.quantile([0.05, 0.5, 0.95])
+                rows.append((task, key.split(".")[0], when, q[0.05], q[0.5], q[0.95], v.abs().mean()))
+    df = pd.DataFrame(rows, columns=["task", "layer", "when", "q05", "median", "q95", "mean |x|"])
+    return df.pivot_table(index=["task", "layer"], columns="when", sort=False).swaplevel(axis=1)[
+        ["first", "last"]
+    ]
+
+
+def diagnostic_lines(
+    res: Results, models: Sequence[str], key: str, tasks: Sequence[str] | None = None, log: bool = False
+) -> Figure:
+    """One diagnostic series (e.g. ``L0.phase/absmean``) per task, a line per model, min–max over seeds."""
+    tasks = list(tasks or dict.fromkeys(t for _, t in res.runs))
+    colors = palette(models)
+    fig, axes = facets(len(tasks))
+    for ax, task in zip(axes, tasks, strict=True):
+        for model in models:
+            d = res.diagnostics(model, task)
+            band(ax, d[d["key"] == key], "step", "value", colors[model])
+        ax.set(title=task, xlabel="step", ylabel=key, yscale="log" if log else "linear")
+    return finish(fig, colors)
+
+
+def grad_norms(
+    res: Results, models: Sequence[str], task: str, keys: Sequence[str] = ("grad/direct", "grad/meta")
+) -> Figure:
+    """Gradient norm of parameter groups over training (log scale), one panel per model."""
+    colors = dict(zip(keys, sns.color_palette("Set1", len(keys)), strict=True))
+    fig, axes = facets(len(models), ncols=len(models) if len(models) <= 4 else 3)
+    for ax, model in zip(axes, models, strict=True):
+        d = res.diagnostics(model, task)
+        for key in keys:
+            if (d["key"] == key).any():
+                band(ax, d[d["key"] == key], "step", "value", colors[key])
+        ax.set(title=model, yscale="log", xlabel="step", ylabel="gradient norm")
+    return finish(fig, colors, title=f"{task}: gradient norms by parameter group")
+
+
+def grad_ratio_table(
+    sweep: Mapping[int, Results], models: Sequence[str], num: str = "grad/meta", den: str = "grad/direct"
+) -> pd.DataFrame:
+    """Median over steps and seeds of ``num ÷ den`` gradient norm, per budget (rows) and model × task."""
+    rows = []
+    for budget, res in sweep.items():
+        for model, task in res.runs:
+            if model in models:
+                d = res.diagnostics(model, task).pivot_table(
+                    index=["seed", "step"], columns="key", values="value"
+                )
+                rows.append((budget, model, task, (d[num] / d[den]).median()))
+    df = pd.DataFrame(rows, columns=["budget", "model", "task", "ratio"])
+    return df.pivot_table(index="budget", columns=["model", "task"], values="ratio", sort=False)
+
+
+# ----------------------------------------------------------------------- predictions of retrained models
+def decision_boundaries(
+    study: Study, models: Sequence[str | Model], task: str = "spiral", seed: int = 0
+) -> Figure:
+    """Class-1 probability over the plane for each model (retrained on ``seed``), test points on top."""
+    data = make_task(task, seed)
+    nets = study.fit_models(models, task, [seed])
+    lim = float(data.x_test.abs().max()) * 1.1
+    axis = torch.linspace(-lim, lim, 200)
+    grid = torch.cartesian_prod(axis, axis).flip(1)  # (200², 2), row-major over (x2, x1)
+    fig, axes = facets(len(nets), ncols=min(len(nets), 4))
+    for ax, (label, net) in zip(axes, nets.items(), strict=True):
+        device = next(net.parameters()).device
+        with torch.no_grad():
+            p = net(grid[None].to(device)).softmax(-1)[0, :, 1].cpu()  # (200²,)
+            acc = (net(data.x_test[None].to(device))[0].argmax(-1).cpu() == data.y_test).float().mean()
+        ax.contourf(axis, axis, p.view(200, 200), levels=np.linspace(0, 1, 11), cmap="RdBu_r", alpha=0.8)
+        ax.contour(axis, axis, p.view(200, 200), levels=[0.5], colors="black", linewidths=1)
+        ax.scatter(*data.x_test.T, c=data.y_test, cmap="RdBu_r", s=3, edgecolors="none")
+        ax.set(title=f"{label}: test accuracy {acc:.1%}", aspect="equal", xticks=[], yticks=[])
+    return finish(fig, title=f"{task}, seed {seed}: predicted class probability (black: decision boundary)")
+
+
+def extrapolation(
+    study: Study,
+    models: Sequence[str | Model],
+    task: str = "ood",
+    x_range: tuple[float, float] = (-3.0, 3.0),
+    seed: int = 0,
+) -> Figure:
+    """Each model's predictions (retrained on ``seed``) of a 1-D task over ``x_range``, with the target."""
+    data = make_task(task, seed)
+    x = torch.linspace(*x_range, 600)[:, None]  # (N, 1)
+    nets = study.fit_models(models, task, [seed])
+    colors = palette(list(nets))
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    lo, hi = float(data.x_train.min()), float(data.x_train.max())
+    ax.axvspan(lo, hi, color="#dddddd", label="training range")
+    if data.x_id_test is not None:
+        ax.axvspan(
+            float(data.x_test.min()), float(data.x_test.max()), color="#fde0c5", label="OOD test range"
+        )
+    target = TARGETS_1D[task](x.double()).float()  # (N, 1)
+    ax.plot(x.numpy(), target.numpy(), "k--", lw=1.5, label="target")
+    for label, net in nets.items():
+        with torch.no_grad():
+            y = net(x[None].to(next(net.parameters()).device))[0, :, 0].cpu()  # (N,)
+        ax.plot(x.numpy(), y.numpy(), color=colors[label], lw=1.5, label=label)
+    span = float(target.max() - target.min())
+    ax.set(
+        xlabel="x",
+        ylabel="y",
+        ylim=(float(target.min()) - span, float(target.max()) + span),
+        title=f"{task}, seed {seed}: predictions inside and outside the training range",
+    )
+    ax.legend(loc="upper left", fontsize="small", ncol=2)
+    return finish(fig)

@@ -1,0 +1,309 @@
+"""A run's report: read its records and notebooks, draw and export the summary, render README's Results.
+
+``load_run`` reads ``<run_dir>/*.records.csv``, the executed notebooks' papermill metadata and the runner's
+``.jobs/<stem>.json``; ``export`` writes ``results.csv``, ``figures/*.png`` and ``summary.json`` beside them;
+``render_results`` turns ``summary.json`` + ``results.csv`` into the Markdown between README's markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+
+from rnlib import plots
+from rnlib.cache import atomic_write_text
+from rnlib.paths import REPO_ROOT
+from rnlib.provenance import environment_info
+from rnlib.results import COLUMNS, read_records
+from rnlib.summary import (
+    Summary,
+    budget_sweep,
+    core,
+    relative_to_vanilla,
+    standard_budgets,
+    summarize,
+    widths,
+)
+
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+README_FIGURES = ("heatmap", "seeds", "ood")  # the figures README links; all are in <run_dir>/figures
+SUMMARY_STEM = "summary"  # = rnlib.profiles.SUMMARY_STEM; importing that module would pull in papermill
+
+
+def resolve_run_dir(run_dir: str | Path) -> Path:
+    """``run_dir`` as given when it exists (or is absolute), else relative to the repository root."""
+    path = Path(run_dir)
+    return path if path.is_absolute() or path.exists() else REPO_ROOT / path
+
+
+def read_run_records(run_dir: Path) -> pd.DataFrame:
+    """Every ``*.records.csv`` of a run, each row tagged with the notebook (file stem) that wrote it."""
+    paths = sorted(run_dir.glob("*.records.csv"))
+    frames = [read_records(p).assign(notebook=p.name.removesuffix(".records.csv")) for p in paths]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*COLUMNS, "notebook"])
+
+
+def notebook_runs(run_dir: Path) -> pd.DataFrame:
+    """Per executed notebook: status, start, end, seconds, error, parameters (papermill and .jobs/*.json)."""
+    rows: dict[str, dict] = {}
+    for path in sorted(run_dir.glob("*.ipynb")):
+        stem = path.name.removesuffix(".ipynb").removesuffix(".failed")
+        if stem == SUMMARY_STEM:
+            continue
+        meta = json.loads(path.read_text(encoding="utf-8")).get("metadata", {})
+        pm = meta.get("papermill", {})
+        failed = path.name.endswith(".failed.ipynb") or bool(pm.get("exception"))
+        rows[stem] = {"notebook": stem, "status": "failed" if failed else "done", "error": "",
+                      "start": pm.get("start_time"), "end": pm.get("end_time"), "seconds": pm.get("duration"),
+                      "parameters": pm.get("parameters", {}), "papermill": pm.get("version"),
+                      "python": meta.get("language_info", {}).get("version")}  # fmt: skip
+    for path in sorted((run_dir / ".jobs").glob("*.json")):
+        job = json.loads(path.read_text(encoding="utf-8"))
+        if path.stem == SUMMARY_STEM or not isinstance(job, dict):
+            continue
+        row = rows.setdefault(path.stem, {"notebook": path.stem, "parameters": job.get("parameters", {})})
+        row.update(status=job.get("status", row.get("status")), error=job.get("error") or "")
+        row["seconds"] = row["seconds"] if row.get("seconds") is not None else job.get("seconds")
+    columns = ["notebook", "status", "start", "end", "seconds", "error", "parameters", "papermill", "python"]
+    return pd.DataFrame(list(rows.values()), columns=columns)
+
+
+def load_run(run_dir: str | Path) -> Summary:
+    """Read a run directory and compute its summary (rnlib.summary); nothing trains."""
+    path = resolve_run_dir(run_dir)
+    if not path.is_dir():
+        raise FileNotFoundError(f"run directory {path} does not exist; run `python -m rnlib run` first")
+    records = read_run_records(path)
+    if records.empty:
+        raise FileNotFoundError(f"{path} holds no *.records.csv; run the version notebooks into it first")
+    return summarize(records, notebook_runs(path), environment_info())
+
+
+def heatmap_figure(rel: pd.DataFrame, metrics: dict[str, str]) -> Figure:
+    """Neuron × task relative to vanilla: log10 MSE ratio, accuracy difference; blue = better than vanilla."""
+    groups = [(t, label, cmap) for t, label, cmap in (
+        ([c for c in rel.columns if metrics[c] == "mse"], "log10(MSE ÷ vanilla's)", "RdBu_r"),
+        ([c for c in rel.columns if metrics[c] == "accuracy"], "accuracy − vanilla's (points)", "RdBu"),
+    ) if t]  # fmt: skip
+    fig = plots.plt.figure(figsize=(1.0 * len(rel.columns) + 4, 0.38 * len(rel) + 1.8))
+    axes = fig.subplots(
+        1, max(1, len(groups)), squeeze=False, width_ratios=[len(t) for t, _, _ in groups] or [1]
+    )
+    for ax, (tasks, label, cmap) in zip(axes[0], groups, strict=False):
+        lim = np.nanmax(np.abs(rel[tasks].to_numpy())) if rel[tasks].notna().any().any() else 1.0
+        sns.heatmap(rel[tasks], ax=ax, cmap=cmap, center=0, vmin=-lim, vmax=lim, annot=True, fmt=".2g",
+                    cbar_kws={"label": label})  # fmt: skip
+        ax.set(xlabel="", ylabel="")
+    title = "relative to vanilla, budget-matched default options (blank: both MSEs at float precision)"
+    return plots.finish(fig, title=title)
+
+
+def seeds_figure(c: pd.DataFrame) -> Figure:
+    """Per task every seed of every neuron as a dot, the mean as a black diamond."""
+    tasks, models = list(dict.fromkeys(c["task"])), list(dict.fromkeys(c["model"]))
+    colors = dict(zip(models, sns.color_palette("husl", len(models)), strict=True))
+    fig, axes = plots.facets(len(tasks))
+    for ax, task in zip(axes, tasks, strict=True):
+        d = c[(c["task"] == task) & ~c["diverged"].astype(bool)]
+        sns.stripplot(d, x="model", y="value", hue="model", order=models, hue_order=models, palette=colors,
+                      legend=False, size=3.5, jitter=0.15, ax=ax)  # fmt: skip
+        sns.pointplot(d, x="model", y="value", order=models, errorbar=None, linestyle="none", markers="D",
+                      color="black", markersize=3, ax=ax)  # fmt: skip
+        ax.set_title(task)
+        plots.metric_axis(ax, d["metric"].iloc[0])
+        plots.label_ticks(ax)
+    return plots.finish(fig)
+
+
+def figures(s: Summary) -> dict[str, Figure]:
+    """The summary's figures by file name: heatmap, seeds, widths, budget_sweep (if swept), ood (if run)."""
+    c, rel = core(s.records), relative_to_vanilla(s.records)
+    if c.empty:
+        return {}
+    metrics = dict(zip(c["task"], c["metric"], strict=True))
+    figs = {"heatmap": heatmap_figure(rel, metrics)} if rel.size else {}
+    figs["seeds"] = seeds_figure(c)
+    w = widths(s.records)
+    if len(w):
+        figs["widths"] = plots.width_bars(w[w["budget"] == w["task"].map(standard_budgets(c))])
+    sweep = budget_sweep(s.records)
+    if len(sweep):
+        figs["budget_sweep"] = plots.budget_sweep(sweep, list(dict.fromkeys(sweep["model"])))
+    if (c["task"] == "ood").any():
+        figs["ood"] = plots.ood_figure(c[c["task"] == "ood"])
+    return figs
+
+
+def findings_markdown(s: Summary) -> str:
+    """The six verdicts as Markdown: claim, verdict in bold, the numbers behind it."""
+    return "\n".join(f"{f.number}. {f.finding}: **{f.verdict}**. {f.evidence}." for f in s.findings)
+
+
+def provenance_markdown(s: Summary) -> str:
+    """Commit, packages, machine and date of the summary, and what the run's notebooks recorded."""
+    p, env = s.provenance, s.provenance["summary"]
+    packages = ", ".join(
+        f"{k} {v}" for k, v in env.items() if k not in ("git_commit", "machine", "date", "cpus")
+    )
+    failed = "; ".join(p["failed"]) or "none"
+    return (
+        f"- summary: commit `{env['git_commit']}`, {env['machine']} ({env['cpus']} CPUs), {env['date']}\n"
+        f"- packages: {packages}\n"
+        f"- notebooks: {p['notebooks']} (failed: {failed}); papermill {', '.join(p['papermill']) or '?'}, "
+        f"kernel Python {', '.join(p['kernel_python']) or '?'}, devices {', '.join(p['devices']) or '?'}\n"
+        f"- time: {duration(p['total_seconds'])} of notebook runs, {duration(p['wall_seconds'])} wall clock "
+        f"({p['first_start']} to {p['last_end']})"
+    )
+
+
+def frame_json(df: pd.DataFrame, orient: str = "records") -> object:
+    """A DataFrame as plain JSON values (NaN and ±inf become null)."""
+    return json.loads(df.replace([np.inf, -np.inf], np.nan).to_json(orient=orient, default_handler=str))
+
+
+def summary_json(s: Summary, figure_files: list[str]) -> dict:
+    """What README's generator reads: main table, regime map, verdicts, notes, timings and provenance."""
+    findings = [{**vars(f), "table": frame_json(f.table)} for f in s.findings]
+    timings = {k: s.provenance[k] for k in ("total_seconds", "wall_seconds")}
+    return {
+        "main_table": frame_json(s.main_table, orient="split"),
+        "regime_map": frame_json(s.regime),
+        "regime_by_kind": frame_json(s.regime_by_kind),
+        "findings": findings,
+        "notes": s.notes,
+        "timings": {"notebooks": frame_json(s.runs.drop(columns=["parameters"])), **timings},
+        "provenance": s.provenance,
+        "figures": figure_files,
+    }
+
+
+def export(s: Summary, run_dir: str | Path, figs: dict[str, Figure]) -> list[Path]:
+    """Write results.csv, figures/<name>.png and (last) summary.json into the run directory."""
+    out = resolve_run_dir(run_dir)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    written = [out / "results.csv"]
+    atomic_write_text(written[0], s.records.to_csv(index=False, float_format="%.9g"))
+    for name, fig in figs.items():
+        fig.savefig(out / "figures" / f"{name}.png", dpi=110, bbox_inches="tight")
+        written.append(out / "figures" / f"{name}.png")
+    files = [f"figures/{name}.png" for name in figs]
+    atomic_write_text(out / "summary.json", json.dumps(summary_json(s, files), indent=1, default=str) + "\n")
+    return [*written, out / "summary.json"]
+
+
+def duration(seconds: float | None) -> str:
+    """``2 h 05 min``, ``4 min 09 s`` or ``12.3 s``."""
+    if seconds is None or not np.isfinite(seconds):
+        return "unknown"
+    m, s = divmod(round(seconds), 60)
+    return f"{m // 60} h {m % 60:02d} min" if m >= 60 else f"{m} min {s:02d} s" if m else f"{seconds:.1f} s"
+
+
+def md_table(df: pd.DataFrame) -> str:
+    """A DataFrame as a GitHub Markdown table (its index becomes the first column)."""
+    cell = lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).replace("|", "\\|")  # noqa: E731
+    head = [str(df.index.name or ""), *map(str, df.columns)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = zip(df.index, df.to_numpy().tolist(), strict=True)
+    lines += ["| " + " | ".join(cell(v) for v in [i, *row]) + " |" for i, row in rows]
+    return "\n".join(lines)
+
+
+def run_line(data: dict, records: pd.DataFrame, rel: str) -> str:
+    """Two sentences: what the run holds, where and when it ran, and how long it took."""
+    env, timing = data["provenance"]["summary"], data["timings"]
+    seeds = ", ".join(str(int(x)) for x in sorted(records["seed"].dropna().unique()))
+    slowest = max(timing["notebooks"], key=lambda r: r.get("seconds") or 0, default=None)
+    slow = f"; slowest {slowest['notebook']} ({duration(slowest['seconds'])})" if slowest else ""
+    return (
+        f"From `{rel}`: {len(records)} records (deduplicated) of {records['neuron'].nunique()} neurons on "
+        f"{records['task'].nunique()} tasks, seeds {seeds}, from {len(timing['notebooks'])} notebooks; "
+        f"commit `{env.get('git_commit')}`, torch {env.get('torch')}, {env.get('machine')}, "
+        f"summarised {env.get('date')}."
+        f" The notebooks took {duration(timing['total_seconds'])} in total, "
+        f"{duration(timing['wall_seconds'])} wall clock{slow}."
+    )
+
+
+def render_results(run_dir: str | Path) -> str:
+    """README's Results section, from ``<run_dir>/summary.json`` and ``results.csv``."""
+    path = resolve_run_dir(run_dir)
+    if not (path / "summary.json").exists():
+        raise FileNotFoundError(
+            f"{path / 'summary.json'} does not exist; execute notebooks/summary.ipynb first"
+        )
+    data = json.loads((path / "summary.json").read_text(encoding="utf-8"))
+    rel = Path(os.path.relpath(path, REPO_ROOT)).as_posix()
+    findings = pd.DataFrame(data["findings"]).set_index("number")[["finding", "verdict", "evidence"]]
+    findings["verdict"] = "**" + findings["verdict"] + "**"
+    notes = "\n".join(f"- {n}" for n in data["notes"])
+    figures = [f for f in data["figures"] if Path(f).stem in README_FIGURES]
+    parts = [
+        run_line(data, pd.read_csv(path / "results.csv"), rel),
+        "### Findings of the original study, checked\n\n" + md_table(findings),
+        "### Which neuron wins which kind of task\n\n"
+        + md_table(pd.DataFrame(data["regime_by_kind"]).set_index("kind")),
+        "### Test metric per task (mean ± std over seeds, n seeds; ★ best)\n\n"
+        + md_table(pd.DataFrame(**data["main_table"]).T.rename_axis("model")),
+        f"Float precision (SPEC §4):\n\n{notes}" if notes else "",
+        "\n".join(f"![{Path(f).stem}]({rel}/{f})" for f in figures),
+    ]
+    return "\n\n".join(p for p in parts if p) + "\n"
+
+
+def split_readme(text: str, readme: Path) -> tuple[str, str, str]:
+    """README as (up to and including the start marker line, the section, from the end marker line on)."""
+    lines = text.splitlines(keepends=True)
+    idx = {m: [i for i, line in enumerate(lines) if line.strip() == m] for m in (START, END)}
+    if len(idx[START]) != 1 or len(idx[END]) != 1 or idx[START][0] > idx[END][0]:
+        raise ValueError(
+            f"{readme} needs exactly one `{START}` line followed by one `{END}` line around its results"
+        )
+    a, b = idx[START][0], idx[END][0]
+    return "".join(lines[: a + 1]), "".join(lines[a + 1 : b]), "".join(lines[b:])
+
+
+def update_readme(run_dir: str | Path, readme: str | Path = "README.md") -> bool:
+    """Rewrite README's section between the results markers; True when the file changed."""
+    readme = Path(readme) if Path(readme).is_absolute() or Path(readme).exists() else REPO_ROOT / readme
+    text = readme.read_text(encoding="utf-8")
+    head, section, tail = split_readme(text, readme)
+    new = render_results(run_dir)
+    if section == new:
+        return False
+    atomic_write_text(readme, head + new + tail)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m rnlib readme [--run-dir DIR] [--readme FILE] [--check]``; 1 on a stale README (--check)."""
+    p = argparse.ArgumentParser(
+        prog="python -m rnlib readme", description="Regenerate README's Results section."
+    )
+    p.add_argument("--run-dir", default="executed/default", help="run directory holding summary.json")
+    p.add_argument("--readme", default=str(REPO_ROOT / "README.md"), help="README to update")
+    p.add_argument(
+        "--check", action="store_true", help="exit 1 if README differs from what would be generated"
+    )
+    args = p.parse_args(argv)
+    try:
+        if args.check:
+            _, section, _ = split_readme(Path(args.readme).read_text(encoding="utf-8"), Path(args.readme))
+            stale = section != render_results(args.run_dir)
+            state = "out of date; run `python -m rnlib readme`" if stale else "up to date"
+            print(f"{args.readme}: results {state}")
+            return int(stale)
+        changed = update_readme(args.run_dir, args.readme)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.readme}: {'results updated' if changed else 'already up to date'}")
+    return 0

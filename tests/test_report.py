@@ -1,0 +1,85 @@
+"""Tests for rnlib.report: README's Results section rendered from a run's summary.json and results.csv."""
+
+from pathlib import Path
+
+import pytest
+from matplotlib.figure import Figure
+from test_summary import build_run_dir
+
+from rnlib import profiles, report
+from rnlib.paths import EXECUTED_DIR, REPO_ROOT
+
+README = "# Project\n\nIntro.\n\n## Results\n\n{start}\nold text\n{end}\n\n## Tests\n\nmake test\n"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run directory exported as the summary notebook does (blank figures: rendering is not under test)."""
+    path = build_run_dir(tmp_path_factory.mktemp("report") / "default")
+    report.export(report.load_run(path), path, {n: Figure() for n in ("heatmap", "seeds", "widths")})
+    return path
+
+
+def readme(tmp_path: Path, start: str = report.START, end: str = report.END) -> Path:
+    path = tmp_path / "README.md"
+    path.write_text(README.format(start=start, end=end))
+    return path
+
+
+def test_render_results_shows_verdicts_regime_table_notes_links_and_time(run_dir: Path) -> None:
+    text = report.render_results(run_dir)
+    rel = Path(report.os.path.relpath(run_dir, REPO_ROOT)).as_posix()
+    assert "| 1 | SinGLU stores more per parameter than ReLU | **supported** |" in text
+    assert text.count("**supported**") == 6
+    assert "| regression | singlu | 3 of 4 | 3 |" in text
+    assert "| model | complex4d | nested2d | hifreq | memorize |" in text
+    assert "| singlu | ★ 0.00101 ± 1e-05 (n=3) |" in text
+    assert "- memorize: 6 of 6 neurons reach test MSE below 1e-08" in text
+    assert f"![heatmap]({rel}/figures/heatmap.png)" in text and "widths.png" not in text
+    assert "2 min 35 s in total, 1 min 40 s wall clock; slowest v01_rich (1 min 40 s)" in text
+    assert report.render_results(run_dir) == text  # deterministic
+
+
+def test_update_readme_is_idempotent_and_keeps_the_rest(run_dir: Path, tmp_path: Path) -> None:
+    path = readme(tmp_path)
+    assert report.update_readme(run_dir, path) is True
+    first = path.read_text()
+    assert report.update_readme(run_dir, path) is False
+    assert path.read_text() == first
+    head, section, tail = report.split_readme(first, path)
+    assert section == report.render_results(run_dir) and "old text" not in first
+    assert head.startswith("# Project\n\nIntro.") and tail == f"{report.END}\n\n## Tests\n\nmake test\n"
+
+
+@pytest.mark.parametrize("markers", [("", report.END), (report.START, ""), (report.END, report.START)])
+def test_readme_without_markers_raises_a_clear_error(run_dir: Path, tmp_path: Path, markers: tuple) -> None:
+    path = readme(tmp_path, *markers)
+    with pytest.raises(ValueError, match="results:start"):
+        report.update_readme(run_dir, path)
+    assert report.main(["--run-dir", str(run_dir), "--readme", str(path), "--check"]) == 1
+
+
+def test_main_check_fails_on_a_stale_readme_and_passes_after_update(run_dir: Path, tmp_path: Path) -> None:
+    args = ["--run-dir", str(run_dir), "--readme", str(readme(tmp_path))]
+    assert report.main([*args, "--check"]) == 1
+    assert report.main(args) == 0
+    assert report.main([*args, "--check"]) == 0
+
+
+def test_missing_summary_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"summary\.json"):
+        report.render_results(tmp_path)
+    assert report.main(["--run-dir", str(tmp_path), "--readme", str(readme(tmp_path))]) == 1
+
+
+def test_summary_stem_matches_the_runner() -> None:
+    assert report.SUMMARY_STEM == profiles.SUMMARY_STEM
+
+
+def test_committed_readme_matches_the_canonical_run() -> None:
+    canonical = EXECUTED_DIR / "default"
+    if not (canonical / "summary.json").exists():
+        pytest.skip("executed/default/summary.json does not exist yet: run `make study`, then `make readme`")
+    readme_path = REPO_ROOT / "README.md"
+    _, section, _ = report.split_readme(readme_path.read_text(encoding="utf-8"), readme_path)
+    assert section == report.render_results(canonical), "README results are stale: run `make readme`"
