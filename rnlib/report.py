@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 
 from rnlib import plots
 from rnlib.cache import atomic_write_text
+from rnlib.capacity import capacity_figure
 from rnlib.paths import REPO_ROOT
 from rnlib.provenance import environment_info
 from rnlib.results import COLUMNS, read_records
@@ -27,6 +28,7 @@ from rnlib.summary import (
     Summary,
     budget_sweep,
     core,
+    is_capacity,
     relative_to_vanilla,
     standard_budgets,
     summarize,
@@ -139,6 +141,9 @@ def figures(s: Summary) -> dict[str, Figure]:
         figs["budget_sweep"] = plots.budget_sweep(sweep, list(dict.fromkeys(sweep["model"])))
     if (c["task"] == "ood").any():
         figs["ood"] = plots.ood_figure(c[c["task"] == "ood"])
+    capacity = s.records[is_capacity(s.records)]
+    if len(capacity):
+        figs["capacity"] = capacity_figure(capacity)
     return figs
 
 

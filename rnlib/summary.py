@@ -339,10 +339,10 @@ def decided(table: pd.DataFrame) -> tuple[pd.DataFrame, int]:
 
 
 def capacity_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """notebooks/capacity's records as rows ``pairs`` reads: task ``capacity``, value = bits per parameter."""
+    """notebooks/capacity's binary-label records as rows ``pairs`` reads: value = bits per parameter."""
     if "bits_per_param" not in df:
         return pd.DataFrame(columns=["task", "metric", "budget", "model", "seed", "value"])
-    cap = df[is_capacity(df) & df["bits_per_param"].notna()]
+    cap = df[is_capacity(df) & df["task"].eq("capacity_binary") & df["bits_per_param"].notna()]
     cap = cap.assign(
         task="capacity", metric="bits_per_param", model=cap["neuron"], value=cap["bits_per_param"]
     )

@@ -81,8 +81,21 @@ def build_run_dir(run_dir: Path, capacity: bool = True) -> Path:
     write_notebook_records(run_dir, "v14_budget_sweep", sweep)
     if capacity:
         bits = {"singlu": 2.5, "vanilla": 2.0}
-        cap = [{"version": "capacity", "neuron": n, "budget": b, "seed": s, "bits_per_param": v + 0.01 * s}
-               for n, v in bits.items() for b in (1000, 2000) for s in SEEDS]  # fmt: skip
+        cap = [
+            {
+                "version": "capacity",
+                "task": f"capacity_{kind}",
+                "neuron": n,
+                "budget": b,
+                "seed": s,
+                "metric": "points",
+                "bits_per_param": v * scale + 0.01 * s,
+            }
+            for kind, scale in (("binary", 1.0), ("real", -1.0))
+            for n, v in bits.items()
+            for b in (1000, 2000)
+            for s in SEEDS
+        ]  # fmt: skip  (real targets reversed: must not count)
         pd.DataFrame(cap).to_csv(run_dir / "capacity.records.csv", index=False)
     papermill_meta = {"parameters": {"seeds": list(SEEDS), "device": "cpu"}, "exception": None,
                       "start_time": "2026-01-01T00:00:00", "end_time": "2026-01-01T00:01:40",
@@ -234,8 +247,7 @@ def test_summary_notebook_executes_and_exports(tmp_path: Path) -> None:
     assert {r["kind"]: r["winner"] for r in data["regime_by_kind"]}["regression"] == "singlu"
     results = pd.read_csv(run_dir / "results.csv")
     assert len(results) == len(expected.records) and "notebooks" in results.columns
-    for name in ("heatmap", "seeds", "widths", "budget_sweep", "ood"):
+    names = ("heatmap", "seeds", "widths", "budget_sweep", "ood", "capacity")
+    for name in names:
         assert (run_dir / "figures" / f"{name}.png").stat().st_size > 1000
-    assert data["figures"] == [
-        f"figures/{n}.png" for n in ("heatmap", "seeds", "widths", "budget_sweep", "ood")
-    ]
+    assert data["figures"] == [f"figures/{n}.png" for n in names]
