@@ -12,6 +12,7 @@ from rnlib.neurons import NEURONS
 from rnlib.reference import naive_train
 from rnlib.results import read_records
 from rnlib.study import Model, Study
+from rnlib.tasks import make_task
 from rnlib.trainer import TrainConfig, TrainState, train, train_models
 
 SEEDS = [0, 1, 2]
@@ -46,8 +47,6 @@ def test_full_runs_agree_statistically_with_naive(neuron):
     naive = []
     for seed in SEEDS:
         model, _ = naive_train(neuron, "nested2d", seed, steps=steps)
-        from rnlib.tasks import make_task
-
         t = make_task("nested2d", seed)
         with torch.no_grad():
             naive.append(torch.mean((model(t.x_test) - t.y_test) ** 2).item())
