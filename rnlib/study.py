@@ -174,19 +174,22 @@ class Study:
         """
         trained = {}
         for model in [m if isinstance(m, Model) else Model(m) for m in models]:
-            sizing = {"width": model.width} if model.width else {"budget": self.budget_for(task, budget)}
+            sizing, options = self.settings(model, self.budget_for(task, budget))
             net, _ = train_models(
-                model.neuron, task, list(seeds or self.seeds), **sizing, depth=self.depth,
-                omega=self.omega if model.omega is None else model.omega, init=model.init, config=self.config,
+                model.neuron, task, list(seeds or self.seeds), **sizing, depth=self.depth, **options,
+                config=self.config,
             )  # fmt: skip
             trained[model.name] = net.eval()
         return trained
 
+    def settings(self, model: Model, budget: int) -> tuple[dict[str, int], dict[str, float | str]]:
+        """How ``model`` is sized (its fixed width, else ``budget``) and its options (ω, init)."""
+        sizing = {"width": model.width} if model.width else {"budget": budget}
+        return sizing, {"omega": self.omega if model.omega is None else model.omega, "init": model.init}
+
     def train_cached(self, model: Model, task: str, budget: int) -> list[RunResult]:
         """Each seed's replica from the cache, training the missing seeds together in one batch."""
-        omega = self.omega if model.omega is None else model.omega
-        sizing = {"width": model.width} if model.width else {"budget": budget}
-        options = {"omega": omega, "init": model.init}
+        sizing, options = self.settings(model, budget)
         keys = {
             s: cache_key(model.neuron, task, s, {**sizing, "depth": self.depth}, options, self.config)
             for s in self.seeds
@@ -228,7 +231,7 @@ class Study:
             "id_value": r.id_value,
             "model": model.name,
             "kind": TASKS[task].kind,
-            "omega": self.omega if model.omega is None else model.omega,
+            "omega": self.settings(model, budget)[1]["omega"],
             "init": model.init,
             "depth": self.depth,
             "lr": self.config.lr,
