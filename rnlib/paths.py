@@ -1,13 +1,10 @@
 """Filesystem locations shared by the library, the batch runner and the tests."""
 
-import os
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# Result cache; RNLIB_CACHE points it elsewhere (e.g. a shared disk for Dask workers).
-CACHE_DIR = Path(os.environ.get("RNLIB_CACHE", REPO_ROOT / ".cache" / "rnlib")).expanduser()
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"  # source notebooks, committed without outputs
 PARAMETERS_DIR = REPO_ROOT / "parameters"  # YAML run profiles (default.yaml, smoke.yaml)
 EXECUTED_DIR = REPO_ROOT / "executed"  # papermill outputs; executed/default is the canonical run
 
-__all__ = ["CACHE_DIR", "EXECUTED_DIR", "NOTEBOOKS_DIR", "PARAMETERS_DIR", "REPO_ROOT"]
+__all__ = ["EXECUTED_DIR", "NOTEBOOKS_DIR", "PARAMETERS_DIR", "REPO_ROOT"]
