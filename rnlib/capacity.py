@@ -28,11 +28,11 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from rnlib.cache import ResultCache, atomic_write_text, cache_key
+from rnlib.cache import ResultCache, cache_key
 from rnlib.models import DEFAULT_DEPTH, param_count
 from rnlib.paths import EXECUTED_DIR
 from rnlib.plots import palette  # also picks the matplotlib backend (Agg outside a kernel)
-from rnlib.results import COLUMNS
+from rnlib.results import COLUMNS, write_records
 from rnlib.tasks import Task, generator_seed
 from rnlib.trainer import RunResult, TrainConfig, train_models
 
@@ -305,9 +305,7 @@ def next_guess(history: Sequence[tuple[int, float]], budget: int, prior: float) 
 
 def write_capacity_records(records: pd.DataFrame, path: str | Path) -> Path:
     """Write RECORD_COLUMNS (SPEC §6 plus ``bits_per_param``) as CSV atomically."""
-    path = Path(path)
-    atomic_write_text(path, records[list(RECORD_COLUMNS)].to_csv(index=False, float_format="%.9g"))
-    return path
+    return write_records(records, path, extra=RECORD_COLUMNS[len(COLUMNS) :])
 
 
 def measure_capacity(

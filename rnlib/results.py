@@ -24,16 +24,16 @@ COLUMNS = (
 KEY = ("version", "model", "task", "seed", "budget")  # unique per record
 
 
-def write_records(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write records as CSV atomically (a kill leaves the previous file or none, never half a file)."""
-    missing = [c for c in COLUMNS if c not in df.columns]
+def write_records(df: pd.DataFrame, path: str | Path, extra: tuple[str, ...] = ()) -> Path:
+    """Write records (COLUMNS, then ``extra`` ones) as CSV atomically: a kill never leaves half a file."""
+    missing = [c for c in (*COLUMNS, *extra) if c not in df.columns]
     if missing:
         raise ValueError(f"records lack column(s) {', '.join(missing)}; required: {', '.join(COLUMNS)}")
     if df.duplicated(list(KEY)).any():
         dup = df[df.duplicated(list(KEY), keep=False)][list(KEY)].head(2).to_dict("records")
         raise ValueError(f"duplicate records for key {KEY}: {dup}")
     path = Path(path)
-    atomic_write_text(path, df[list(COLUMNS)].to_csv(index=False, float_format="%.9g"))
+    atomic_write_text(path, df[[*COLUMNS, *extra]].to_csv(index=False, float_format="%.9g"))
     return path
 
 
