@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -28,6 +27,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from rnlib import runtime
 from rnlib.cache import ResultCache, cache_key
 from rnlib.models import DEFAULT_DEPTH, param_count
 from rnlib.paths import EXECUTED_DIR
@@ -329,9 +329,7 @@ def measure_capacity(
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
         raise KeyError(f"unknown capacity kind(s) {', '.join(unknown)}; valid: {', '.join(KINDS)}")
-    threads = os.environ.get("RNLIB_THREADS")  # the runner sets this so parallel kernels share the cores
-    if threads:
-        torch.set_num_threads(int(threads))
+    runtime.configure()
     run = CapacityRun(settings, cache)
     for neuron in neurons:
         for kind in kinds:

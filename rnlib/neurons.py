@@ -53,7 +53,30 @@ def batched_linear(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
     """``x @ w + b`` for every replica: (M, N, in) @ (M, in, out) + (M, 1, out) -> (M, N, out)."""
     if b is None:
         return torch.bmm(x, w)
+    if w.shape[-1] == 1 and x.requires_grad:
+        return SingleOutputLinear.apply(x, w, b)
     return torch.baddbmm(b, x, w)
+
+
+class SingleOutputLinear(torch.autograd.Function):
+    """``x @ w + b`` with one output unit, as broadcast multiply-and-sum instead of a GEMM.
+
+    A regression head (``out = 1``) makes every matmul of its forward and backward a matrix-vector product or
+    an outer product, which batched GEMM kernels run at a fraction of their speed; the elementwise forms are
+    ~2.5x faster here. Same arithmetic, different summation order (float32 rounding only).
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, w: Tensor, b: Tensor) -> Tensor:  # (M, N, in), (M, in, 1), (M, 1, 1)
+        ctx.save_for_backward(x, w)
+        return torch.linalg.vecdot(x, w.transpose(1, 2)).unsqueeze(-1) + b  # (M, N, 1)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # grad: (M, N, 1)
+        x, w = ctx.saved_tensors
+        grad_x = grad * w.transpose(1, 2)  # (M, N, in): outer product as a broadcast multiply
+        grad_w = (x * grad).sum(1).unsqueeze(-1)  # (M, in, 1)
+        return grad_x, grad_w, grad.sum(1, keepdim=True)
 
 
 class NeuronLayer(nn.Module):
@@ -122,14 +145,13 @@ class NeuronLayer(nn.Module):
 
     # ----- forward -----------------------------------------------------------------------------------
     def preactivations(self, x: Tensor) -> dict[str, Tensor]:
-        """All of the layer's ``W·x + b`` in one batched matmul: name -> (M, N, width)."""
-        weights = torch.cat([getattr(self, f"W{m.name}") for m in self.matrices], dim=-1)
-        biases = [
-            getattr(self, f"b{m.name}") if m.bias else x.new_zeros(self.replicas, 1, self.width)
+        """Every ``W·x + b`` of the layer: name -> (M, N, width), each its own contiguous matmul."""
+        return {
+            m.name: batched_linear(
+                x, getattr(self, f"W{m.name}"), getattr(self, f"b{m.name}") if m.bias else None
+            )
             for m in self.matrices
-        ]
-        z = batched_linear(x, weights, torch.cat(biases, dim=-1))  # (M, N, k·width)
-        return dict(zip([m.name for m in self.matrices], z.split(self.width, dim=-1), strict=True))
+        }
 
     def forward(self, x: Tensor) -> Tensor:  # (M, N, in) -> (M, N, width)
         """Apply the layer's SPEC equation."""

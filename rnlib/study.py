@@ -6,7 +6,6 @@ call appends its records to the notebook's records file, rewritten atomically ea
 
 from __future__ import annotations
 
-import os
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -14,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import torch
 
+from rnlib import runtime
 from rnlib.cache import ResultCache, cache_key
 from rnlib.diagnostics import DEFAULT_RECORDERS
 from rnlib.models import DEFAULT_DEPTH, RichNet, param_count, width_for_budget
@@ -114,9 +113,7 @@ class Study:
         self.frames: list[pd.DataFrame] = []
         self.trained = self.reused = 0
         self.seconds = 0.0
-        threads = os.environ.get("RNLIB_THREADS")  # the runner sets this so parallel kernels share cores
-        if threads:
-            torch.set_num_threads(int(threads))
+        runtime.configure()
 
     @property
     def records(self) -> pd.DataFrame:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from rnlib import runtime
 from rnlib.metrics import cosine_lr, replica_loss, replica_metric
 from rnlib.models import DEFAULT_DEPTH, RichNet, build_model, count_params
 from rnlib.tasks import Task, make_task
@@ -158,6 +159,7 @@ def train_models(
 
     ``task`` is a registry name or a function from seed to ``Task`` (for data made elsewhere, e.g. capacity).
     """
+    runtime.retain_freed_memory()
     start = time.perf_counter()
     tasks = [make_task(task, s) if isinstance(task, str) else task(s) for s in seeds]
     spec = tasks[0]

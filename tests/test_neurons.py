@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from rnlib.models import build_model
-from rnlib.neurons import NEURONS, V4LowRank
+from rnlib.neurons import NEURONS, SingleOutputLinear, V4LowRank, batched_linear
 
 M = 2  # replicas per test model, each from its own seed
 SEEDS = (0, 1)
@@ -489,3 +489,17 @@ def test_unknown_neuron_lists_valid_names():
 def test_unknown_init_is_a_value_error(init):
     with pytest.raises(ValueError, match="init"):
         build_model("singlu", IN, OUT, width=WIDTH, init=init)
+
+
+@pytest.mark.parametrize("requires_grad", [True, False])
+def test_single_output_head_matches_the_matmul_in_value_and_gradient(requires_grad):
+    """The broadcast form of a 1-output linear (forward and hand-written backward) against ``x @ w + b``."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(M, N, WIDTH, generator=gen, dtype=torch.float64, requires_grad=requires_grad)
+    w = torch.randn(M, WIDTH, 1, generator=gen, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(M, 1, 1, generator=gen, dtype=torch.float64, requires_grad=True)
+    out = batched_linear(x, w, b)
+    reference = torch.stack([x[m].detach() @ w[m].detach() + b[m].detach() for m in range(M)])
+    torch.testing.assert_close(out, reference, rtol=1e-12, atol=1e-12)
+    if requires_grad:
+        assert torch.autograd.gradcheck(SingleOutputLinear.apply, (x, w, b))
