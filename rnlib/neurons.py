@@ -63,7 +63,9 @@ class SingleOutputLinear(torch.autograd.Function):
 
     A regression head (``out = 1``) makes every matmul of its forward and backward a matrix-vector product or
     an outer product, which batched GEMM kernels run at a fraction of their speed; the elementwise forms are
-    ~2.5x faster here. Same arithmetic, different summation order (float32 rounding only).
+    ~2.5x faster here. The weight gradient stays a GEMM, but as ``grad^T @ x`` (a row vector times a
+    contiguous matrix: 38 µs) rather than ``x^T @ grad`` (227 µs) or a multiply-and-sum (131 µs) at
+    (3, 1000, 68). Same arithmetic, different summation order (float32 rounding only).
     """
 
     @staticmethod
@@ -75,8 +77,35 @@ class SingleOutputLinear(torch.autograd.Function):
     def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # grad: (M, N, 1)
         x, w = ctx.saved_tensors
         grad_x = grad * w.transpose(1, 2)  # (M, N, in): outer product as a broadcast multiply
-        grad_w = (x * grad).sum(1).unsqueeze(-1)  # (M, in, 1)
+        grad_w = torch.bmm(grad.transpose(1, 2), x).transpose(1, 2)  # (M, in, 1): a row vector times x
         return grad_x, grad_w, grad.sum(1, keepdim=True)
+
+
+class Tanh(torch.autograd.Function):
+    """``tanh(x)`` computed as ``2·sigmoid(2x) − 1``, with the backward ``grad·(1 − tanh²)``.
+
+    ATen's vectorised ``tanh`` costs ~2.3 ns per element here against ~0.7 for ``sigmoid`` (on (3, 1000, 39):
+    274 µs against 174 µs for this form). Identical in exact arithmetic; in float32 the absolute error
+    is at most 1.8e-7 against 3e-8 for ``torch.tanh``, far below the resolution of the sine arguments it feeds
+    (a float32 ``ω·g`` of order 1 is only resolved to ~1e-7). The backward uses the saved output, as
+    ``torch.tanh``'s does.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        t = torch.sigmoid(x * 2).mul_(2).sub_(1)
+        ctx.save_for_backward(t)
+        return t
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (t,) = ctx.saved_tensors
+        return torch.ops.aten.tanh_backward(grad, t)
+
+
+def tanh(x: Tensor) -> Tensor:
+    """``tanh`` for the neurons' phases and modulations (see ``Tanh``)."""
+    return Tanh.apply(x)
 
 
 class NeuronLayer(nn.Module):
@@ -146,12 +175,11 @@ class NeuronLayer(nn.Module):
     # ----- forward -----------------------------------------------------------------------------------
     def preactivations(self, x: Tensor) -> dict[str, Tensor]:
         """Every ``W·x + b`` of the layer: name -> (M, N, width), each its own contiguous matmul."""
-        return {
-            m.name: batched_linear(
-                x, getattr(self, f"W{m.name}"), getattr(self, f"b{m.name}") if m.bias else None
-            )
-            for m in self.matrices
-        }
+        return {m.name: self.linear(x, m) for m in self.matrices}
+
+    def linear(self, x: Tensor, m: Matrix) -> Tensor:
+        """One declared matrix applied to ``x``: (M, N, in) -> (M, N, width)."""
+        return batched_linear(x, getattr(self, f"W{m.name}"), getattr(self, f"b{m.name}") if m.bias else None)
 
     def forward(self, x: Tensor) -> Tensor:  # (M, N, in) -> (M, N, width)
         """Apply the layer's SPEC equation."""
@@ -292,15 +320,12 @@ class V4LowRank(V1Rich):
             for vec in self.vectors:
                 getattr(self, vec.name)[m].fill_(vec.init)
 
-    def preactivations(self, x):
-        return {
-            m.name: batched_linear(
-                torch.bmm(x, getattr(self, f"A{m.name}")),
-                getattr(self, f"B{m.name}"),
-                getattr(self, f"b{m.name}"),
-            )
-            for m in self.matrices
-        }
+    def linear(self, x, m):
+        return batched_linear(
+            torch.bmm(x, getattr(self, f"A{m.name}")),
+            getattr(self, f"B{m.name}"),
+            getattr(self, f"b{m.name}"),
+        )
 
 
 class V4Shared(NeuronLayer):
@@ -376,8 +401,8 @@ class V9Controlled(NeuronLayer):
 
     def activate(self, z):
         alpha = torch.sigmoid(z["a"])
-        omega_x = self.omega * (1 + 0.5 * torch.tanh(z["omega"]))
-        phase = math.pi * torch.tanh(z["phi"])
+        omega_x = self.omega * (1 + 0.5 * tanh(z["omega"]))
+        phase = math.pi * tanh(z["phi"])
         self.probe(alpha=alpha, omega=omega_x, phase=phase)
         v = z["v"]
         return alpha * torch.sin(omega_x * z["g"] + phase) * v + (1 - alpha) * v
@@ -390,7 +415,7 @@ class V10FreePhase(NeuronLayer):
     equation = r"\sin(\omega g+\pi\tanh\varphi)\odot v"
 
     def activate(self, z):
-        phase = math.pi * torch.tanh(z["phi"])
+        phase = math.pi * tanh(z["phi"])
         self.probe(g=z["g"], phase=phase)
         return torch.sin(self.scaled(z["g"]) + phase) * z["v"]
 
@@ -402,7 +427,7 @@ class V11ScaledPhase(NeuronLayer):
     equation = r"\sin(\omega(g+0.1\tanh\varphi))\odot v"
 
     def activate(self, z):
-        shift = 0.1 * torch.tanh(z["phi"])
+        shift = 0.1 * tanh(z["phi"])
         self.probe(g=z["g"], phase=self.omega * shift)
         return torch.sin(self.scaled(z["g"] + shift)) * z["v"]
 
@@ -414,7 +439,7 @@ class V12FM(NeuronLayer):
     equation = r"\sin(\omega g\odot(1+0.2\tanh\varphi))\odot v"
 
     def activate(self, z):
-        depth = 0.2 * torch.tanh(z["phi"])
+        depth = 0.2 * tanh(z["phi"])
         g = z["g"]
         self.probe(g=g, modulation=depth, phase=self.omega * g * depth)
         return torch.sin(self.scaled(g) * (1 + depth)) * z["v"]
@@ -428,7 +453,7 @@ class V13AlignedPhase(NeuronLayer):
 
     def activate(self, z):
         g = z["g"]
-        phase = 0.1 * g * torch.tanh(z["phi"])
+        phase = 0.1 * g * tanh(z["phi"])
         self.probe(g=g, phase=phase)
         return torch.sin(self.scaled(g) + phase) * z["v"]
 

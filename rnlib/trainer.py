@@ -86,8 +86,11 @@ Callback = Callable[[TrainState], None]
 class FlatAdam:
     """Adam over one flat buffer that holds every parameter (as views) and every gradient.
 
-    Same update as ``torch.optim.Adam``'s single-tensor path, but 6 kernel calls per step instead of
-    ~10 per parameter tensor: at these model sizes the per-tensor launches cost more than the arithmetic.
+    The update is PyTorch's fused Adam kernel (``torch._fused_adam_``, what ``torch.optim.Adam(fused=True)``
+    calls) on that one buffer: one pass over the parameters per step instead of ~10 kernel calls per parameter
+    tensor. At these model sizes the launches cost more than the arithmetic: 15K parameters update in ~9 µs
+    against ~125 µs for the six-call unfused form. Same update rule as ``torch.optim.Adam``; the summation
+    order of its arithmetic differs at float32 rounding.
     """
 
     def __init__(self, params: Sequence[nn.Parameter], betas: tuple[float, float], eps: float) -> None:
@@ -105,7 +108,8 @@ class FlatAdam:
             offset += k
         self.exp_avg = torch.zeros_like(self.flat)
         self.exp_avg_sq = torch.zeros_like(self.flat)
-        self.betas, self.eps, self.t = betas, eps, 0
+        self.state_step = torch.zeros((), device=ref.device)  # a float32 tensor, as torch.optim.Adam keeps it
+        self.betas, self.eps = betas, eps
 
     def zero_grad(self) -> None:
         """Zero every gradient in one call."""
@@ -114,12 +118,12 @@ class FlatAdam:
     @torch.no_grad()
     def step(self, lr: float) -> None:
         """One Adam update with learning rate ``lr``."""
-        b1, b2 = self.betas
-        self.t += 1
-        self.exp_avg.lerp_(self.grad, 1 - b1)
-        self.exp_avg_sq.mul_(b2).addcmul_(self.grad, self.grad, value=1 - b2)
-        denom = (self.exp_avg_sq.sqrt() / math.sqrt(1 - b2**self.t)).add_(self.eps)
-        self.flat.addcdiv_(self.exp_avg, denom, value=-lr / (1 - b1**self.t))
+        self.state_step += 1
+        torch._fused_adam_(
+            [self.flat], [self.grad], [self.exp_avg], [self.exp_avg_sq], [], [self.state_step],
+            amsgrad=False, lr=lr, beta1=self.betas[0], beta2=self.betas[1], weight_decay=0.0, eps=self.eps,
+            maximize=False,
+        )  # fmt: skip
 
 
 def stack_tasks(tasks: Sequence[Task], device: str) -> dict[str, Tensor]:
