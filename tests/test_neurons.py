@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from rnlib.models import build_model
-from rnlib.neurons import NEURONS, SingleOutputLinear, V4LowRank, batched_linear
+from rnlib.neurons import NEURONS, SingleOutputLinear, Tanh, V4LowRank, batched_linear
 
 M = 2  # replicas per test model, each from its own seed
 SEEDS = (0, 1)
@@ -503,3 +503,19 @@ def test_single_output_head_matches_the_matmul_in_value_and_gradient(requires_gr
     torch.testing.assert_close(out, reference, rtol=1e-12, atol=1e-12)
     if requires_grad:
         assert torch.autograd.gradcheck(SingleOutputLinear.apply, (x, w, b))
+
+
+def test_tanh_matches_torch_tanh_in_value_and_gradient():
+    """``2·sigmoid(2x) − 1`` against ``torch.tanh`` in float64, within the documented float32 error."""
+    x = torch.cat([torch.linspace(-20, 20, 100_001), torch.tensor([0.0, -0.0, math.inf, -math.inf])])
+    exact = torch.tanh(x.double())
+    error = (Tanh.apply(x).double() - exact).abs()
+    assert error.max() <= 2e-7, f"max abs error {error.max():.3g}"
+    assert Tanh.apply(torch.tensor([math.nan])).isnan().all()
+    x64 = (
+        torch.randn(64, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        .mul(3)
+        .requires_grad_()
+    )
+    torch.testing.assert_close(Tanh.apply(x64), torch.tanh(x64), rtol=0, atol=1e-15)
+    assert torch.autograd.gradcheck(Tanh.apply, (x64,))
