@@ -4,7 +4,8 @@ Workload (issue 7): 3 seeds, a 1000-point task (`mixedfreq`, 2 -> 1, default bud
 full-batch Adam steps, for `vanilla`, `singlu` and the 3-matrix `v10_free_phase`. The naive loop is
 `rnlib.reference.naive_train`: one model and one `torch.optim.Adam` per seed, one after another. Each
 measurement is repeated (naive and batched alternate) and the median is reported, since these machines
-are noisy. The last line is `speedup: X.XX`, the smallest per-neuron ratio of medians.
+are noisy. The last line is `speedup: X.XX`, the smallest per-neuron ratio of medians; the range of the
+per-repeat ratios (each naive run against the batched run right after it) shows how noisy the run was.
 
 Also printed: the fraction of this machine's measured matmul throughput (a large square sgemm, same
 run, same threads) that the trainer reaches, counting 6·params·points FLOPs per model-step (forward 2,
@@ -73,7 +74,10 @@ def main() -> None:
     print(f"task {TASK} ({n_points} points), {len(SEEDS)} seeds, {args.steps} steps, {args.threads} threads")
     print(f"C heap keeps freed blocks (rnlib.runtime, both loops): {retained}")
     print(f"machine sgemm throughput: {peak:.1f} GFLOP/s (1024^3, median of 10)")
-    print(f"{'neuron':16s} {'params':>6s} {'naive/s':>9s} {'batched/s':>9s} {'ratio':>6s} {'of sgemm':>8s}")
+    print(
+        f"{'neuron':16s} {'params':>6s} {'naive/s':>9s} {'batched/s':>9s} {'ratio':>6s} {'of sgemm':>8s} "
+        f"{'paired ratios':>13s}"
+    )
     ratios = []
     for neuron in NEURONS:
         naive, batched = [], []
@@ -86,8 +90,10 @@ def main() -> None:
         ratio = batched_rate / naive_rate
         ratios.append(ratio)
         fraction = batched_rate * 6 * params * n_points / 1e9 / peak
+        paired = sorted(n / b for n, b in zip(naive, batched, strict=True))  # each repeat's back-to-back pair
         print(
-            f"{neuron:16s} {params:6d} {naive_rate:9.0f} {batched_rate:9.0f} {ratio:6.2f} {fraction:8.1%}",
+            f"{neuron:16s} {params:6d} {naive_rate:9.0f} {batched_rate:9.0f} {ratio:6.2f} {fraction:8.1%} "
+            f"{paired[0]:6.2f}–{paired[-1]:.2f}",
             flush=True,
         )
     print(f"speedup: {min(ratios):.2f}")
