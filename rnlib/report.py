@@ -148,8 +148,11 @@ def figures(s: Summary) -> dict[str, Figure]:
 
 
 def findings_markdown(s: Summary) -> str:
-    """The six verdicts as Markdown: claim, verdict in bold, the numbers behind it."""
-    return "\n".join(f"{f.number}. {f.finding}: **{f.verdict}**. {f.evidence}." for f in s.findings)
+    """The six verdicts as Markdown: claim, verdict in bold, whether seed noise could flip it, the numbers."""
+    return "\n".join(
+        f"{f.number}. {f.finding}: **{f.verdict}** (seed-robust: {f.seed_robust}). {f.evidence}."
+        for f in s.findings
+    )
 
 
 def provenance_markdown(s: Summary) -> str:
@@ -247,7 +250,9 @@ def render_results(run_dir: str | Path) -> str:
         )
     data = json.loads((path / "summary.json").read_text(encoding="utf-8"))
     rel = Path(os.path.relpath(path, REPO_ROOT)).as_posix()
-    findings = pd.DataFrame(data["findings"]).set_index("number")[["finding", "verdict", "evidence"]]
+    findings = pd.DataFrame(data["findings"]).set_index("number")[
+        ["finding", "verdict", "seed_robust", "evidence"]
+    ]
     findings["verdict"] = "**" + findings["verdict"] + "**"
     notes = "\n".join(f"- {n}" for n in data["notes"])
     figures = [f for f in data["figures"] if Path(f).stem in README_FIGURES]

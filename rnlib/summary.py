@@ -317,6 +317,9 @@ class Finding:
     verdict: str  # supported, contradicted, mixed, or untested (nothing in this run can decide it)
     evidence: str
     table: pd.DataFrame
+    # "yes" when the comparisons every seed decides the same way give the same verdict, "no" when they do not
+    # (the verdict rests on comparisons within seed noise), "n/a" where no seed-paired comparison decides it
+    seed_robust: str = "n/a"
 
 
 def share_verdict(agree: int, total: int) -> str:
@@ -336,6 +339,30 @@ def decided(table: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """The comparisons that are not ties, and how many of them ``model`` wins."""
     d = table[table["outcome"] != "tie"]
     return d, int((d["outcome"] == "better").sum())
+
+
+def seed_consistent(table: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The decided comparisons that every shared seed decides the same way, and how many ``model`` wins."""
+    d = decided(table)[0]
+    better = (d["outcome"] == "better") & (d["seed_wins"] == d["seeds"])
+    d = d[better | ((d["outcome"] == "worse") & (d["seed_wins"] == 0))]
+    return d, int((d["outcome"] == "better").sum())
+
+
+def share_finding(
+    number: int, claim: str, evidence: str, table: pd.DataFrame, d: pd.DataFrame, agree: int
+) -> Finding:
+    """A finding whose verdict is the share of decided comparisons ``d`` that agree with it, checked against
+    the same share over only the seed-consistent ones (a verdict carried by comparisons inside seed noise
+    can flip with any change of rounding, as two canonical runs of this study showed)."""
+    verdict = share_verdict(agree, len(d))
+    sd, sagree = seed_consistent(d)
+    robust = share_verdict(sagree, len(sd))
+    evidence += (
+        f"; counting only the {len(sd)} comparisons every seed decides the same way: {sagree} agree "
+        f"({robust})"
+    )
+    return Finding(number, claim, verdict, evidence, table, "yes" if robust == verdict else "no")
 
 
 def capacity_rows(df: pd.DataFrame) -> pd.DataFrame:
@@ -369,7 +396,7 @@ def finding_capacity(df: pd.DataFrame) -> Finding:
     ]
     parts += [] if len(cap) else ["no capacity records (notebooks/capacity) in this run"]
     claim = "SinGLU stores more per parameter than ReLU"
-    return Finding(1, claim, share_verdict(agree, len(d)), "; ".join(parts), table)
+    return share_finding(1, claim, "; ".join(parts), table, d, agree)
 
 
 def finding_standard_wins(df: pd.DataFrame) -> Finding:
@@ -378,13 +405,9 @@ def finding_standard_wins(df: pd.DataFrame) -> Finding:
     std = regime[regime["task"].isin(STANDARD_TASKS)]
     won = std[~std["tie"].astype(bool)]
     n, k = len(won), int((won["winner"] == "singlu").sum())
-    sweeper = [w for w, c in won["winner"].value_counts().items() if c == n >= 2]
-    if n == 0:
-        verdict = "untested"
-    elif k >= n - 1 and not sweeper:
-        verdict = "supported"
-    else:
-        verdict = "contradicted" if k <= n / 2 else "mixed"
+    verdict, sweeper = standard_wins_verdict(won)
+    sure = won[won["consistent"].astype(bool)]  # the best neuron beats the runner-up in every seed
+    robust = standard_wins_verdict(sure)[0]
     winners = ", ".join(f"{r.task}: {r.winner}" for r in won.itertuples())
     evidence = f"singlu is best on {k} of {n} decided standard tasks ({winners}); "
     evidence += f"{sweeper[0]} is best on all of them" if sweeper else "no neuron is best on all of them"
@@ -392,9 +415,23 @@ def finding_standard_wins(df: pd.DataFrame) -> Finding:
         f"{r.task}{' (float precision)' if r.mean < FLOAT_FLOOR else ''}" for r in std.itertuples() if r.tie
     ]
     evidence += f"; undecided, the two best tie: {', '.join(ties)}" if ties else ""
-    return Finding(
-        2, "SinGLU wins 5 of the 6 standard tasks, but no neuron wins everything", verdict, evidence, std
+    evidence += (
+        f"; counting only the {len(sure)} tasks whose best neuron beats the runner-up in every seed: singlu "
+        f"best on {int((sure['winner'] == 'singlu').sum())} ({robust})"
     )
+    claim = "SinGLU wins 5 of the 6 standard tasks, but no neuron wins everything"
+    return Finding(2, claim, verdict, evidence, std, "yes" if robust == verdict else "no")
+
+
+def standard_wins_verdict(won: pd.DataFrame) -> tuple[str, list[str]]:
+    """Finding 2's rule on decided regime rows ``won``: the verdict, and any neuron best on all of them."""
+    n, k = len(won), int((won["winner"] == "singlu").sum())
+    sweeper = [w for w, c in won["winner"].value_counts().items() if c == n >= 2]
+    if n == 0:
+        return "untested", sweeper
+    if k >= n - 1 and k > n / 2 and not sweeper:  # all but one, and a majority when there are only 1-2
+        return "supported", sweeper
+    return ("contradicted" if k <= n / 2 else "mixed"), sweeper
 
 
 def finding_adaptive(df: pd.DataFrame) -> Finding:
@@ -417,7 +454,7 @@ def finding_adaptive(df: pd.DataFrame) -> Finding:
         )
         table = pd.concat([table, sweep.assign(scope="budget sweep")], ignore_index=True)
     claim = "Adaptive mechanisms (v6–v13, v15) fail at small scale: they do not beat SinGLU"
-    return Finding(3, claim, share_verdict(agree, len(d)), evidence, table)
+    return share_finding(3, claim, evidence, table, d, agree)
 
 
 def finding_width(df: pd.DataFrame) -> Finding:
@@ -457,7 +494,7 @@ def finding_frequency(df: pd.DataFrame) -> Finding:
         f"singlu has the lower test MSE at κ = 10π in {agree} of {len(d)} comparisons ({parts or 'none'})"
     )
     claim = "A fixed frequency generalizes to unseen frequencies better than adaptive ones"
-    return Finding(5, claim, share_verdict(agree, len(d)), evidence, table)
+    return share_finding(5, claim, evidence, table, d, agree)
 
 
 def finding_ood(df: pd.DataFrame) -> Finding:

@@ -94,13 +94,12 @@ class FlatAdam:
     """
 
     def __init__(self, params: Sequence[nn.Parameter], betas: tuple[float, float], eps: float) -> None:
-        self.params = list(params)
-        n = sum(p.numel() for p in self.params)
-        ref = self.params[0]
-        self.flat = torch.empty(n, dtype=ref.dtype, device=ref.device)
+        params = list(params)
+        ref = params[0]
+        self.flat = torch.empty(sum(p.numel() for p in params), dtype=ref.dtype, device=ref.device)
         self.grad = torch.zeros_like(self.flat)
         offset = 0
-        for p in self.params:
+        for p in params:
             k = p.numel()
             self.flat[offset : offset + k].copy_(p.detach().reshape(-1))
             p.data = self.flat[offset : offset + k].view_as(p)

@@ -1,7 +1,8 @@
 """Tests for rnlib.neurons and RichNet: every neuron against SPEC section 2's equations, written out anew.
 
-The references below read a replica's weights out of the module and apply the SPEC table with plain torch ops
-in float64 (LayerNorm by hand), so a changed equation, a swapped matrix or a lost term fails a test.
+The references (``rnlib.reference.EQUATIONS``, which share no code with rnlib's layers) read a replica's
+weights out of the module and apply the SPEC table with plain torch ops in float64 (LayerNorm by hand), so a
+changed equation, a swapped matrix or a lost term fails a test.
 """
 
 import math
@@ -11,136 +12,15 @@ import torch
 
 from rnlib.models import build_model
 from rnlib.neurons import NEURONS, SingleOutputLinear, Tanh, V4LowRank, batched_linear
+from rnlib.reference import EQUATIONS, lin
 
 M = 2  # replicas per test model, each from its own seed
 SEEDS = (0, 1)
 IN, OUT, WIDTH, N = 3, 2, 6, 32
-LN_EPS = 1e-5  # SPEC: LayerNorm as torch.nn.LayerNorm's default
 TOL = {"rtol": 1e-5, "atol": 1e-5}
 PI = math.pi
 NAMES = sorted(NEURONS)
 
-
-# ----- independent references (one replica: p maps a parameter name to its [in, width] / [1, width] slice)
-def lin(p, x, k):
-    """``W_k·x + b_k`` with the stored-transposed layout ``x @ W + b``."""
-    return x @ p[f"W{k}"] + p[f"b{k}"]
-
-
-def layer_norm(h, p):
-    mean = h.mean(dim=-1, keepdim=True)
-    var = ((h - mean) ** 2).mean(dim=-1, keepdim=True)  # biased variance, as nn.LayerNorm
-    return (h - mean) / torch.sqrt(var + LN_EPS) * p["ln_weight"] + p["ln_bias"]
-
-
-def ref_vanilla(p, x, w):
-    return torch.clamp(lin(p, x, ""), min=0.0)
-
-
-def ref_singlu(p, x, w):
-    return torch.sin(w * lin(p, x, "g")) * lin(p, x, "v")
-
-
-def ref_siren(p, x, w):
-    return torch.sin(w * lin(p, x, ""))
-
-
-def ref_bilinear(p, x, w):
-    return lin(p, x, "1") * lin(p, x, "2")
-
-
-def ref_v1_rich(p, x, w):
-    u = lin(p, x, "1")
-    return layer_norm(u * torch.sin(w * lin(p, x, "2")) + u, p)
-
-
-def ref_v1_no_residual(p, x, w):
-    return layer_norm(lin(p, x, "1") * torch.sin(w * lin(p, x, "2")), p)
-
-
-def ref_v1_no_norm(p, x, w):
-    u = lin(p, x, "1")
-    return u * torch.sin(w * lin(p, x, "2")) + u
-
-
-def ref_v4_lowrank(p, x, w):
-    u = x @ (p["A1"] @ p["B1"]) + p["b1"]  # W1 = A1·B1, multiplied out first on purpose
-    s = x @ (p["A2"] @ p["B2"]) + p["b2"]
-    return layer_norm(u * torch.sin(w * s) + u, p)
-
-
-def ref_v4_shared(p, x, w):
-    u = lin(p, x, "")
-    return u * torch.sin(w * u) + u
-
-
-def ref_v6_routing(p, x, w):
-    a = 1 / (1 + torch.exp(-lin(p, x, "a")))
-    v = lin(p, x, "v")
-    return a * (torch.sin(w * lin(p, x, "g")) * v) + (1 - a) * v
-
-
-def ref_v7_learned_freq(p, x, w):
-    w_x = w * torch.log1p(torch.exp(lin(p, x, "omega"))) / math.log(2.0)  # = ω at init
-    return torch.sin(w_x * lin(p, x, "g")) * lin(p, x, "v")
-
-
-def ref_v8_phase_gate(p, x, w):
-    gate = 1 / (1 + torch.exp(-lin(p, x, "a")))
-    return gate * torch.sin(w * lin(p, x, "g") + lin(p, x, "phi")) * lin(p, x, "v")
-
-
-def ref_v9_controlled(p, x, w):
-    a = 1 / (1 + torch.exp(-lin(p, x, "a")))
-    w_x = w * (1 + 0.5 * torch.tanh(x @ p["Womega"]))  # no bias on Wω
-    v = lin(p, x, "v")
-    return a * torch.sin(w_x * lin(p, x, "g") + PI * torch.tanh(lin(p, x, "phi"))) * v + (1 - a) * v
-
-
-def ref_v10_free_phase(p, x, w):
-    return torch.sin(w * lin(p, x, "g") + PI * torch.tanh(lin(p, x, "phi"))) * lin(p, x, "v")
-
-
-def ref_v11_scaled_phase(p, x, w):
-    return torch.sin(w * (lin(p, x, "g") + 0.1 * torch.tanh(lin(p, x, "phi")))) * lin(p, x, "v")
-
-
-def ref_v12_fm(p, x, w):
-    return torch.sin(w * lin(p, x, "g") * (1 + 0.2 * torch.tanh(lin(p, x, "phi")))) * lin(p, x, "v")
-
-
-def ref_v13_aligned_phase(p, x, w):
-    g = lin(p, x, "g")
-    return torch.sin(w * g + 0.1 * g * torch.tanh(lin(p, x, "phi"))) * lin(p, x, "v")
-
-
-def ref_v15_dual_phase(p, x, w):
-    g, phi = lin(p, x, "g"), lin(p, x, "phi")
-    first = torch.sin(w * g + p["beta"] * phi)
-    second = 1 + p["alpha"] * torch.sin(2 * w * g + p["gamma"] * phi)
-    return first * second * lin(p, x, "v")
-
-
-REFERENCES = {
-    "vanilla": ref_vanilla,
-    "singlu": ref_singlu,
-    "v1_rich": ref_v1_rich,
-    "siren": ref_siren,
-    "bilinear": ref_bilinear,
-    "v1_no_residual": ref_v1_no_residual,
-    "v1_no_norm": ref_v1_no_norm,
-    "v4_lowrank": ref_v4_lowrank,
-    "v4_shared": ref_v4_shared,
-    "v6_routing": ref_v6_routing,
-    "v7_learned_freq": ref_v7_learned_freq,
-    "v8_phase_gate": ref_v8_phase_gate,
-    "v9_controlled": ref_v9_controlled,
-    "v10_free_phase": ref_v10_free_phase,
-    "v11_scaled_phase": ref_v11_scaled_phase,
-    "v12_fm": ref_v12_fm,
-    "v13_aligned_phase": ref_v13_aligned_phase,
-    "v15_dual_phase": ref_v15_dual_phase,
-}
 
 # Parameter names of one hidden layer by role, per neuron (SPEC §2: meta = Wφ, Wa, Wω, their biases, α β γ).
 GLU = {"Wg", "bg", "Wv", "bv"}
@@ -216,12 +96,12 @@ def perturb(model, seed=123):
 
 
 def reference_model(model, name, x, omega):
-    """The whole network for every replica: hidden layers from REFERENCES, then ``h @ head_W + head_b``."""
+    """The whole network for every replica: hidden layers from EQUATIONS, then ``h @ head_W + head_b``."""
     outs = []
     for m in range(model.replicas):
         h = x[m].double()
         for layer in model.layers:
-            h = REFERENCES[name](replica(layer, m), h, omega)
+            h = EQUATIONS[name](replica(layer, m), h, omega)
         outs.append(h @ model.head_W[m].detach().double() + model.head_b[m].detach().double())
     return torch.stack(outs)  # (M, N, out)
 
@@ -240,7 +120,7 @@ def fan_in(param_name, layer):
 
 # ----- registry ---------------------------------------------------------------------------------------------
 def test_every_registered_neuron_has_a_reference_and_expectations():
-    assert set(REFERENCES) == set(NEURONS)
+    assert set(EQUATIONS) == set(NEURONS)
     assert set(EXPECTED_ROLES) == set(NEURONS)
     assert set(PERIODIC) == set(NEURONS)
     assert len(NEURONS) == 18
@@ -261,7 +141,7 @@ def test_layer_forward_matches_spec_equation(name, omega):
         got = layer(x)
         assert got.shape == (M, N, WIDTH) and got.dtype == torch.float32
         for m in range(M):
-            want = REFERENCES[name](replica(layer, m), x[m].double(), omega)
+            want = EQUATIONS[name](replica(layer, m), x[m].double(), omega)
             torch.testing.assert_close(got[m].double(), want, **TOL)
 
 
@@ -323,7 +203,7 @@ def test_v7_at_init_is_singlu_with_the_same_weights():
     x = torch.randn(M, N, IN, generator=torch.Generator().manual_seed(3))
     for m in range(M):
         torch.testing.assert_close(
-            layer(x)[m].double(), ref_singlu(replica(layer, m), x[m].double(), 3.0), **TOL
+            layer(x)[m].double(), EQUATIONS["singlu"](replica(layer, m), x[m].double(), 3.0), **TOL
         )
 
 

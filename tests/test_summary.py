@@ -190,6 +190,43 @@ def test_findings_on_the_designed_study(run: summary.Summary) -> None:
     assert f[6].verdict == "supported" and "vanilla's OOD MSE is 20×" in f[6].evidence
     assert f[6].table.set_index("neuron").loc["singlu", "vs_vanilla"] == pytest.approx(1e4)
     assert all(x.verdict in ("supported", "contradicted", "mixed", "untested") for x in run.findings)
+    # every designed comparison holds in every seed, so no verdict rests on seed noise
+    assert [x.seed_robust for x in run.findings] == ["yes", "yes", "yes", "n/a", "yes", "n/a"]
+
+
+def test_verdict_within_seed_noise_is_not_seed_robust() -> None:
+    """Singlu beats each adaptive neuron on the mean, but by seed only 2 of 3 times (seed 1 loses): the
+    verdict stays supported on the means, and says that the seed-consistent comparisons do not carry it."""
+    rows = [rec(n, t, s, (1e-2 if s == 1 else 1e-3) if n == "singlu" else 5e-3)
+            for t in ("complex4d", "hifreq") for n in ("singlu", *ADAPTIVE) for s in SEEDS]  # fmt: skip
+    f = summary.finding_adaptive(frame(rows))
+    assert f.verdict == "supported" and "in 6 of 6" in f.evidence
+    assert f.seed_robust == "no" and "only the 0 comparisons every seed decides the same way" in f.evidence
+    steady = [r for r in rows if r["seed"] != 1]  # without the losing seed every comparison is consistent
+    f = summary.finding_adaptive(frame(steady))
+    assert f.verdict == "supported" and f.seed_robust == "yes" and "the 6 comparisons" in f.evidence
+
+
+def test_finding_2_seed_check_counts_only_tasks_won_in_every_seed() -> None:
+    """Singlu is best on the mean on 5 of 6 standard tasks, but on 4 of them one seed loses to vanilla."""
+    rows = []
+    for i, task in enumerate(summary.STANDARD_TASKS):
+        acc = TASKS[task].metric == "accuracy"
+        for s in SEEDS:
+            shaky = 1 <= i <= 4 and s == 2
+            good = (0.75 if shaky else 0.9) if acc else (2e-2 if shaky else 1e-3)
+            rows.append(
+                rec("singlu", task, s, (good if i < 5 else 0.6) if acc else (good if i < 5 else 1e-1))
+            )
+            rows.append(rec("vanilla", task, s, 0.8 if acc else 1e-2))
+    f = summary.finding_standard_wins(frame(rows))
+    assert f.verdict == "supported" and "best on 5 of 6" in f.evidence
+    # seed-consistent tasks: task 0 (singlu) and task 5 (vanilla); 1 of 2 is at most half: contradicted
+    assert (
+        f.seed_robust == "no"
+        and "only the 2 tasks" in f.evidence
+        and "singlu best on 1 (contradicted)" in f.evidence
+    )
 
 
 def test_float_precision_caveat_without_capacity_records() -> None:

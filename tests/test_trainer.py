@@ -17,11 +17,19 @@ from rnlib.trainer import TrainConfig, TrainState, train, train_models
 
 SEEDS = [0, 1, 2]
 EQUIV_STEPS = 50  # SPEC-level chaos: curves of any two implementations part after ~100-150 steps
+# ReLU's kink: a pre-activation within rounding of 0 takes the other branch in one implementation, and Adam
+# turns that unit's small gradient difference into steps of up to lr, so vanilla's weights get one lr of slack
+# (measured: 1.6e-4 on seed 2 after 50 steps; every smooth neuron stays within rtol 1e-4, atol 1e-5).
+WEIGHT_ATOL = {"vanilla": 1e-3}
 
 
 @pytest.mark.parametrize("neuron", list(NEURONS))
 def test_batched_equals_naive_over_first_steps(neuron):
-    """Same init; loss curve and weights equal to float32 rounding over the first 50 steps, per replica."""
+    """Same init; loss curve and weights equal to float32 rounding over the first 50 steps, per replica.
+
+    The naive side is ``rnlib.reference``: SPEC's equations in stock PyTorch (``addmm``, ``torch.tanh``,
+    ``torch.optim.Adam``, ``CosineAnnealingLR``), so this checks rnlib's batched layers, custom backward
+    passes, fused Adam and schedule together against code that shares none of them."""
     task = "spiral" if neuron in ("singlu", "v10_free_phase", "v15_dual_phase") else "nested2d"
     cfg = TrainConfig(steps=EQUIV_STEPS, curve_points=EQUIV_STEPS, record_every=0)
     init = build_model(neuron, 2, 2 if task == "spiral" else 1, budget=3000, seeds=SEEDS)
@@ -33,8 +41,12 @@ def test_batched_equals_naive_over_first_steps(neuron):
         naive, losses = naive_train(neuron, task, seed, steps=EQUIV_STEPS)
         curve = torch.tensor([v for _, v in results[m].curve])
         torch.testing.assert_close(curve, torch.tensor(losses), rtol=1e-5, atol=1e-7)
-        for (name, p), q in zip(model.named_parameters(), naive.parameters(), strict=True):
-            torch.testing.assert_close(p[m], q[0], rtol=1e-4, atol=1e-5, msg=f"{name} after training")
+        for (name, p), (naive_name, q) in zip(
+            model.named_parameters(), naive.named_parameters(), strict=True
+        ):
+            assert name.rsplit(".", 1)[-1] == naive_name.rsplit(".", 1)[-1]
+            atol = WEIGHT_ATOL.get(neuron, 1e-5)
+            torch.testing.assert_close(p[m], q, rtol=1e-4, atol=atol, msg=f"{name} after training")
 
 
 @pytest.mark.parametrize("neuron", ["vanilla", "singlu"])
