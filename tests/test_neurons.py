@@ -12,7 +12,7 @@ import torch
 
 from rnlib.models import build_model
 from rnlib.neurons import NEURONS, SingleOutputLinear, Tanh, V4LowRank, batched_linear
-from rnlib.reference import EQUATIONS, lin
+from rnlib.reference import EQUATIONS, NaiveNet, lin
 
 M = 2  # replicas per test model, each from its own seed
 SEEDS = (0, 1)
@@ -95,14 +95,15 @@ def perturb(model, seed=123):
     return model
 
 
+@torch.no_grad()
 def reference_model(model, name, x, omega):
-    """The whole network for every replica: hidden layers from EQUATIONS, then ``h @ head_W + head_b``."""
+    """The whole network for every replica in float64: ``NaiveNet`` (hidden layers from EQUATIONS, then the
+    linear head) on replica ``m``'s copied weights, at the ω the test asks for rather than the model's own."""
     outs = []
     for m in range(model.replicas):
-        h = x[m].double()
-        for layer in model.layers:
-            h = EQUATIONS[name](replica(layer, m), h, omega)
-        outs.append(h @ model.head_W[m].detach().double() + model.head_b[m].detach().double())
+        net = NaiveNet(name, model, m).double()
+        net.omega = omega
+        outs.append(net(x[m].double()))
     return torch.stack(outs)  # (M, N, out)
 
 
