@@ -208,10 +208,11 @@ class CapacityRun:
                 missing = [seed for seed, r in found.items() if r is None]
                 if missing:
                     self.calls += 1
-                    _, results = train_models(
-                        neuron, lambda seed: capacity_task(kind, n, seed, budget), missing, width=width,
-                        depth=s.depth, omega=s.omega, init=s.init, config=s.train_config(),
-                    )  # fmt: skip
+                    with runtime.single_threaded():  # results independent of the thread count (rnlib.runtime)
+                        _, results = train_models(
+                            neuron, lambda seed: capacity_task(kind, n, seed, budget), missing, width=width,
+                            depth=s.depth, omega=s.omega, init=s.init, config=s.train_config(),
+                        )  # fmt: skip
                     for r in results:
                         self.cache.put(keys[r.seed], r)
                         found[r.seed] = r
@@ -285,7 +286,7 @@ class CapacityRun:
         return (
             f"capacity: {len(self.rows)} records from {len(self.probes)} probes; {self.trained} replicas "
             f"trained in {self.calls} batches, {self.reused} from the cache; {self.seconds:.0f} s wall, "
-            f"{torch.get_num_threads()} thread(s)"
+            "one thread per training"
         )
 
 

@@ -19,14 +19,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
-from rnlib.models import build_model
+from rnlib.models import RichNet, build_model
 from rnlib.tasks import make_task
 
 LN_EPS = 1e-5  # SPEC: LayerNorm as torch.nn.LayerNorm's default
 PI = math.pi
-Params = Mapping[
-    str, Tensor
-]  # one replica's layer weights: matrices [in, width], biases and vectors [1, width]
+# one replica's layer weights: matrices [in, width], biases and vectors [1, width]
+Params = Mapping[str, Tensor]
 
 
 def lin(p: Params, x: Tensor, k: str) -> Tensor:
@@ -159,9 +158,9 @@ class NaiveNet(nn.Module):
     without the replica axis.
     """
 
-    def __init__(self, neuron: str, init: nn.Module, m: int = 0) -> None:
+    def __init__(self, neuron: str, init: RichNet, m: int = 0) -> None:
         super().__init__()
-        self.neuron, self.omega, self.equation = neuron, init.layers[0].omega, EQUATIONS[neuron]
+        self.omega, self.equation = init.layers[0].omega, EQUATIONS[neuron]
 
         def copy(t: Tensor) -> nn.Parameter:
             return nn.Parameter(t[m].detach().clone())

@@ -99,6 +99,7 @@ class Study:
         depth: int = DEFAULT_DEPTH,
         record_every: int = 100,
         cache: ResultCache | None = None,
+        workers: int = 0,
     ) -> None:
         if not seeds:
             raise ValueError("seeds must name at least one seed")
@@ -110,10 +111,12 @@ class Study:
             Path(records) if records else EXECUTED_DIR / "interactive" / f"{version}.records.csv"
         )
         self.cache = cache or ResultCache()
+        runtime.configure()
+        # programs trained at once, one intra-op thread each (rnlib.runtime: results never depend on it)
+        self.workers = workers or runtime.program_workers(device)
         self.frames: list[pd.DataFrame] = []
         self.trained = self.reused = 0
         self.seconds = 0.0
-        runtime.configure()
 
     @property
     def records(self) -> pd.DataFrame:
@@ -140,17 +143,25 @@ class Study:
         *,
         budget: int | Mapping[str, int] | None = None,
     ) -> Results:
-        """Train every model on every task over the study's seeds (cached), append and write the records."""
+        """Train every model on every task over the study's seeds (cached), append and write the records.
+
+        The (model, task) programs the cache lacks train ``self.workers`` at a time, one thread each.
+        """
         start = time.perf_counter()
         models = [m if isinstance(m, Model) else Model(m) for m in models]
+        jobs = [
+            (model, task, self.budget_for(task, budget))
+            for task in (resolve_tasks(tasks) if tasks is not None else self.tasks)
+            for model in models
+        ]
+        done = runtime.map_programs(lambda job: self.train_cached(*job), jobs, self.workers)
         results = Results(records=pd.DataFrame(columns=COLUMNS))
         rows = []
-        for task in resolve_tasks(tasks) if tasks is not None else self.tasks:
-            b = self.budget_for(task, budget)
-            for model in models:
-                runs = self.train_cached(model, task, b)
-                results.runs[(model.name, task)] = runs
-                rows += [self.record(model, task, b, r) for r in runs]
+        for (model, task, b), (runs, trained) in zip(jobs, done, strict=True):
+            results.runs[(model.name, task)] = runs
+            rows += [self.record(model, task, b, r) for r in runs]
+            self.trained += trained
+            self.reused += len(runs) - trained
         results.records = pd.DataFrame(rows, columns=COLUMNS)
         self.frames.append(results.records)
         write_records(self.records, self.records_path)
@@ -169,23 +180,30 @@ class Study:
 
         For figures that need predictions (decision boundaries, extrapolation); nothing is cached or recorded.
         """
-        trained = {}
-        for model in [m if isinstance(m, Model) else Model(m) for m in models]:
+        models = [m if isinstance(m, Model) else Model(m) for m in models]
+
+        def fit(model: Model) -> RichNet:
             sizing, options = self.settings(model, self.budget_for(task, budget))
             net, _ = train_models(
                 model.neuron, task, list(seeds or self.seeds), **sizing, depth=self.depth, **options,
                 config=self.config,
             )  # fmt: skip
-            trained[model.name] = net.eval()
-        return trained
+            return net.eval()
+
+        return dict(
+            zip([m.name for m in models], runtime.map_programs(fit, models, self.workers), strict=True)
+        )
 
     def settings(self, model: Model, budget: int) -> tuple[dict[str, int], dict[str, float | str]]:
         """How ``model`` is sized (its fixed width, else ``budget``) and its options (ω, init)."""
         sizing = {"width": model.width} if model.width else {"budget": budget}
         return sizing, {"omega": self.omega if model.omega is None else model.omega, "init": model.init}
 
-    def train_cached(self, model: Model, task: str, budget: int) -> list[RunResult]:
-        """Each seed's replica from the cache, training the missing seeds together in one batch."""
+    def train_cached(self, model: Model, task: str, budget: int) -> tuple[list[RunResult], int]:
+        """Each seed's replica from the cache, training the missing seeds together in one batch.
+
+        Returns the replicas in seed order and how many of them were trained here.
+        """
         sizing, options = self.settings(model, budget)
         keys = {
             s: cache_key(model.neuron, task, s, {**sizing, "depth": self.depth}, options, self.config)
@@ -205,9 +223,7 @@ class Study:
                     for r in trained:
                         self.cache.put(keys[r.seed], r)
                         found[r.seed] = r
-        self.trained += len(missing)
-        self.reused += len(self.seeds) - len(missing)
-        return [found[s] for s in self.seeds]
+        return [found[s] for s in self.seeds], len(missing)
 
     def record(self, model: Model, task: str, budget: int, r: RunResult) -> dict:
         """One SPEC §6 record."""

@@ -44,3 +44,63 @@ def test_configure_takes_threads_from_the_environment(monkeypatch):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_map_programs_keeps_order_runs_single_threaded_and_restores_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen = runtime.map_programs(lambda i: (i, torch.get_num_threads()), range(5), workers=2)
+        assert seen == [(i, 1) for i in range(5)]  # item order, one intra-op thread in every call
+        assert torch.get_num_threads() == 2
+        assert runtime.map_programs(lambda i: torch.get_num_threads(), [0], workers=1) == [1]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_map_programs_finishes_running_calls_and_raises_the_first_error_in_item_order():
+    finished = []
+
+    def call(i):
+        if i in (1, 3):
+            raise ValueError(f"program {i} failed")
+        finished.append(i)
+        return i
+
+    with pytest.raises(ValueError, match="program 1 failed"):
+        runtime.map_programs(call, range(4), workers=2)
+    assert 0 in finished and 2 in finished  # what ran before and beside the failure completed
+
+
+def test_study_results_do_not_depend_on_threads_or_workers(tmp_path, monkeypatch):
+    """Records are bit-identical whether a study trains on one thread or two programs at once on two.
+
+    Not vacuous: the same training run directly at 2 intra-op threads differs from 1 thread in the last bits
+    on AVX2 machines (rnlib.runtime: ATen's scalar tail of each thread's chunk), and chaos grows them.
+    """
+    from rnlib.cache import ResultCache
+    from rnlib.study import Study
+    from rnlib.trainer import TrainConfig, train
+
+    monkeypatch.delenv("RNLIB_THREADS")  # the threads set below, not conftest's
+    config = TrainConfig(steps=200, record_every=0)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        direct2 = [r.train_value for r in train("v10_free_phase", "mixedfreq", (0, 1, 2), config=config)]
+        runs = {}
+        for workers in (2, 1):
+            torch.set_num_threads(workers)
+            study = Study(
+                "vt", tasks=["mixedfreq", "nested2d"], steps=200, records=tmp_path / f"{workers}.csv",
+                cache=ResultCache(tmp_path / f"cache{workers}"), workers=workers,
+            )  # fmt: skip
+            runs[workers] = study.run(["vanilla", "v10_free_phase"]).records
+            assert torch.get_num_threads() == workers  # the caller's setting is restored
+    finally:
+        torch.set_num_threads(before)
+    cols = ["model", "task", "seed", "value", "train_value", "width"]
+    assert runs[2][cols].equals(runs[1][cols])
+    study_v10 = runs[1].query("model == 'v10_free_phase' and task == 'mixedfreq'")["train_value"].tolist()
+    assert direct2 != study_v10, "2 intra-op threads no longer change the bits here: the test lost its teeth"
