@@ -104,3 +104,22 @@ def test_study_results_do_not_depend_on_threads_or_workers(tmp_path, monkeypatch
     assert runs[2][cols].equals(runs[1][cols])
     study_v10 = runs[1].query("model == 'v10_free_phase' and task == 'mixedfreq'")["train_value"].tolist()
     assert direct2 != study_v10, "2 intra-op threads no longer change the bits here: the test lost its teeth"
+
+
+def test_parallel_study_keeps_what_trained_when_another_program_fails(tmp_path):
+    """An impossible budget fails its program with the usual one-line error; the one beside it is cached."""
+    from rnlib.cache import ResultCache
+    from rnlib.study import Study
+
+    def study(**kw):
+        return Study("vp", seeds=[0], steps=10, records=tmp_path / "r.csv", cache=ResultCache(tmp_path / "c"),
+                     workers=2, **kw)  # fmt: skip
+
+    with pytest.raises(ValueError, match="cannot meet budget 1 within 5%"):
+        study(tasks=["nested2d", "spiral"], budget={"spiral": 1}).run(["vanilla"])
+    again = study(tasks=["nested2d"])
+    again.run(["vanilla"])
+    assert (again.trained, again.reused) == (0, 1)
+    nets = study(tasks=["nested2d"]).fit_models(["vanilla", "singlu"], "nested2d")
+    assert list(nets) == ["vanilla", "singlu"] and nets["singlu"].neuron == "singlu"
+    assert not nets["vanilla"].training
