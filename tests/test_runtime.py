@@ -8,6 +8,9 @@ import pytest
 import torch
 
 from rnlib import runtime
+from rnlib.cache import ResultCache
+from rnlib.study import Study
+from rnlib.trainer import TrainConfig, train
 
 PATTERN = """
 import resource, sys, torch
@@ -79,10 +82,6 @@ def test_study_results_do_not_depend_on_threads_or_workers(tmp_path, monkeypatch
     Not vacuous: the same training run directly at 2 intra-op threads differs from 1 thread in the last bits
     on AVX2 machines (rnlib.runtime: ATen's scalar tail of each thread's chunk), and chaos grows them.
     """
-    from rnlib.cache import ResultCache
-    from rnlib.study import Study
-    from rnlib.trainer import TrainConfig, train
-
     monkeypatch.delenv("RNLIB_THREADS")  # the threads set below, not conftest's
     config = TrainConfig(steps=200, record_every=0)
     before = torch.get_num_threads()
@@ -108,8 +107,6 @@ def test_study_results_do_not_depend_on_threads_or_workers(tmp_path, monkeypatch
 
 def test_parallel_study_keeps_what_trained_when_another_program_fails(tmp_path):
     """An impossible budget fails its program with the usual one-line error; the one beside it is cached."""
-    from rnlib.cache import ResultCache
-    from rnlib.study import Study
 
     def study(**kw):
         return Study("vp", seeds=[0], steps=10, records=tmp_path / "r.csv", cache=ResultCache(tmp_path / "c"),
