@@ -3,7 +3,9 @@
 A baseline trained by one notebook is reused by the next. The key holds the neuron and its options, the
 task, seed, budget or width, depth, the whole ``TrainConfig`` and ``code_version()`` (a hash of the modules
 that decide results), so any change there trains afresh. Files are written atomically, and a lock per
-training batch keeps two processes from training the same replicas at once.
+training batch keeps two processes from training the same replicas at once. ``ResultCache.fill`` is the one
+way replicas enter the cache: it trains them on one intra-op thread, so a cached number never depends on the
+machine's core count (``rnlib.runtime``).
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from rnlib import runtime
 from rnlib.paths import REPO_ROOT
 from rnlib.provenance import code_version
 from rnlib.trainer import RunResult, TrainConfig
@@ -96,3 +99,25 @@ class ResultCache:
                 yield
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
+
+    def fill(
+        self, keys: Mapping[int, str], batch: str, train: Callable[[list[int]], Sequence[RunResult]]
+    ) -> tuple[dict[int, RunResult], list[int]]:
+        """Each seed's replica (``keys``: seed -> key) from the cache, training the missing seeds together.
+
+        ``train(seeds)`` trains one batch on one intra-op thread, under the lock named ``batch``; its replicas
+        are stored as they return. Returns every seed's replica and the seeds trained here.
+        """
+        found = {seed: self.get(key) for seed, key in keys.items()}
+        missing = [seed for seed, r in found.items() if r is None]
+        if missing:
+            with self.lock(batch):
+                found.update({seed: self.get(keys[seed]) for seed in missing})  # another process may have won
+                missing = [seed for seed, r in found.items() if r is None]
+                if missing:
+                    with runtime.single_threaded():
+                        trained = train(missing)
+                    for r in trained:
+                        self.put(keys[r.seed], r)
+                        found[r.seed] = r
+        return found, missing

@@ -200,22 +200,15 @@ class CapacityRun:
         """Each seed's probe at N from the cache, training the missing ones together."""
         s = self.settings
         keys = {seed: self.key(neuron, kind, budget, width, seed, n) for seed in seeds}
-        found: dict[int, RunResult | None] = {seed: self.cache.get(k) for seed, k in keys.items()}
-        missing = [seed for seed, r in found.items() if r is None]
-        if missing:
-            with self.cache.lock(f"capacity|{neuron}|{kind}|{width}|{n}|{s}"):
-                found.update({seed: self.cache.get(keys[seed]) for seed in missing})
-                missing = [seed for seed, r in found.items() if r is None]
-                if missing:
-                    self.calls += 1
-                    with runtime.single_threaded():  # results independent of the thread count (rnlib.runtime)
-                        _, results = train_models(
-                            neuron, lambda seed: capacity_task(kind, n, seed, budget), missing, width=width,
-                            depth=s.depth, omega=s.omega, init=s.init, config=s.train_config(),
-                        )  # fmt: skip
-                    for r in results:
-                        self.cache.put(keys[r.seed], r)
-                        found[r.seed] = r
+
+        def train(missing: list[int]) -> list[RunResult]:
+            self.calls += 1
+            return train_models(
+                neuron, lambda seed: capacity_task(kind, n, seed, budget), missing, width=width,
+                depth=s.depth, omega=s.omega, init=s.init, config=s.train_config(),
+            )[1]  # fmt: skip
+
+        found, missing = self.cache.fill(keys, f"capacity|{neuron}|{kind}|{width}|{n}|{s}", train)
         self.trained += len(missing)
         self.reused += len(seeds) - len(missing)
         return {seed: (r, seed in missing) for seed, r in found.items()}

@@ -1,13 +1,13 @@
 """Process settings the trainer's speed depends on: thread count and the C heap's handling of freed memory.
 
-Every training whose result is cached runs on one intra-op thread. ATen gives each thread a chunk of an
-elementwise op and finishes a chunk's last elements, those that do not fill a vector, on a scalar path whose
-``sigmoid`` (and so ``tanh``) can differ from the vectorised one in the last bit; which elements that is
-depends on the thread count (measured: v10's weights on ``mixedfreq`` differ by 6e-8 after 200 steps at 1 and
-2 threads). Full-batch training is chaotic and grows such bits into different final metrics. With one thread
-per training, a result depends on the machine's instruction set, never on its core count or ``RNLIB_THREADS``;
-the cores are used by training independent programs at once (``map_programs`` here, the runner's parallel
-kernels above it).
+Every training whose result is cached runs on one intra-op thread (``ResultCache.fill`` sees to it). ATen
+gives each thread a chunk of an elementwise op and finishes a chunk's last elements, those that do not fill a
+vector, on a scalar path whose ``sigmoid`` (and so ``tanh``) can differ from the vectorised one in the last
+bit; which elements that is depends on the thread count (measured: v10's weights on ``mixedfreq`` differ by
+6e-8 after 200 steps at 1 and 2 threads). Full-batch training is chaotic and grows such bits into different
+final metrics. With one thread per training, a result depends on the machine's instruction set, never on its
+core count or ``RNLIB_THREADS``; the cores are used by training independent programs at once
+(``map_programs`` here, the runner's parallel kernels above it).
 """
 
 from __future__ import annotations
@@ -83,19 +83,18 @@ def map_programs(fn: Callable[[T], R], items: Iterable[T], workers: int) -> list
     raised; an interrupt stops waiting at once.
     """
     items = list(items)
-    if workers <= 1 or len(items) <= 1:
-        with single_threaded():
+    with single_threaded():  # the caller's thread too; restores its count, which the workers' setting moves
+        if workers <= 1 or len(items) <= 1:
             return [fn(x) for x in items]
-    before, interrupted = torch.get_num_threads(), False
-    pool = ThreadPoolExecutor(
-        min(workers, len(items)), "rnlib-train", initializer=torch.set_num_threads, initargs=(1,)
-    )
-    try:
-        futures = [pool.submit(fn, x) for x in items]
-        return [f.result() for f in futures]
-    except KeyboardInterrupt:
-        interrupted = True
-        raise
-    finally:
-        pool.shutdown(wait=not interrupted, cancel_futures=True)
-        torch.set_num_threads(before)  # the workers' setting also moved the process-wide default
+        interrupted = False
+        pool = ThreadPoolExecutor(
+            min(workers, len(items)), "rnlib-train", initializer=torch.set_num_threads, initargs=(1,)
+        )
+        try:
+            futures = [pool.submit(fn, x) for x in items]
+            return [f.result() for f in futures]
+        except KeyboardInterrupt:
+            interrupted = True
+            raise
+        finally:
+            pool.shutdown(wait=not interrupted, cancel_futures=True)

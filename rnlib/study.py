@@ -209,20 +209,14 @@ class Study:
             s: cache_key(model.neuron, task, s, {**sizing, "depth": self.depth}, options, self.config)
             for s in self.seeds
         }
-        found = {s: self.cache.get(k) for s, k in keys.items()}
-        missing = [s for s, r in found.items() if r is None]
-        if missing:
-            with self.cache.lock(f"{model.neuron}|{task}|{sizing}|{options}|{self.config}"):
-                found.update({s: self.cache.get(keys[s]) for s in missing})  # another process may have won
-                missing = [s for s, r in found.items() if r is None]
-                if missing:
-                    trained = train(
-                        model.neuron, task, missing, **sizing, depth=self.depth, **options,
-                        config=self.config, callbacks=DEFAULT_RECORDERS,
-                    )  # fmt: skip
-                    for r in trained:
-                        self.cache.put(keys[r.seed], r)
-                        found[r.seed] = r
+        found, missing = self.cache.fill(
+            keys,
+            f"{model.neuron}|{task}|{sizing}|{options}|{self.config}",
+            lambda seeds: train(
+                model.neuron, task, seeds, **sizing, depth=self.depth, **options, config=self.config,
+                callbacks=DEFAULT_RECORDERS,
+            ),
+        )  # fmt: skip
         return [found[s] for s in self.seeds], len(missing)
 
     def record(self, model: Model, task: str, budget: int, r: RunResult) -> dict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -404,34 +405,43 @@ def finding_standard_wins(df: pd.DataFrame) -> Finding:
     regime = regime_map(df)
     std = regime[regime["task"].isin(STANDARD_TASKS)]
     won = std[~std["tie"].astype(bool)]
-    n, k = len(won), int((won["winner"] == "singlu").sum())
-    verdict, sweeper = standard_wins_verdict(won)
-    sure = won[won["consistent"].astype(bool)]  # the best neuron beats the runner-up in every seed
-    robust = standard_wins_verdict(sure)[0]
+    wins = standard_wins(won)
+    robust = standard_wins(won[won["consistent"].astype(bool)])  # the best beats the runner-up in every seed
     winners = ", ".join(f"{r.task}: {r.winner}" for r in won.itertuples())
-    evidence = f"singlu is best on {k} of {n} decided standard tasks ({winners}); "
-    evidence += f"{sweeper[0]} is best on all of them" if sweeper else "no neuron is best on all of them"
+    evidence = f"singlu is best on {wins.singlu} of {wins.tasks} decided standard tasks ({winners}); "
+    evidence += f"{wins.sweeper or 'no neuron'} is best on all of them"
     ties = [
         f"{r.task}{' (float precision)' if r.mean < FLOAT_FLOOR else ''}" for r in std.itertuples() if r.tie
     ]
     evidence += f"; undecided, the two best tie: {', '.join(ties)}" if ties else ""
     evidence += (
-        f"; counting only the {len(sure)} tasks whose best neuron beats the runner-up in every seed: singlu "
-        f"best on {int((sure['winner'] == 'singlu').sum())} ({robust})"
+        f"; counting only the {robust.tasks} tasks whose best neuron beats the runner-up in every seed: "
+        f"singlu best on {robust.singlu} ({robust.verdict})"
     )
     claim = "SinGLU wins 5 of the 6 standard tasks, but no neuron wins everything"
-    return Finding(2, claim, verdict, evidence, std, "yes" if robust == verdict else "no")
+    return Finding(2, claim, wins.verdict, evidence, std, "yes" if robust.verdict == wins.verdict else "no")
 
 
-def standard_wins_verdict(won: pd.DataFrame) -> tuple[str, list[str]]:
-    """Finding 2's rule on decided regime rows ``won``: the verdict, and any neuron best on all of them."""
+class StandardWins(NamedTuple):
+    """Finding 2's rule applied to some decided regime rows."""
+
+    verdict: str
+    tasks: int  # decided standard tasks
+    singlu: int  # of which singlu is best on
+    sweeper: str  # a neuron best on all of them (at least two), or ""
+
+
+def standard_wins(won: pd.DataFrame) -> StandardWins:
+    """Finding 2's verdict on decided regime rows ``won``: singlu best on all but one, and nobody on all."""
     n, k = len(won), int((won["winner"] == "singlu").sum())
-    sweeper = [w for w, c in won["winner"].value_counts().items() if c == n >= 2]
+    sweeper = next((w for w, c in won["winner"].value_counts().items() if c == n >= 2), "")
     if n == 0:
-        return "untested", sweeper
-    if k >= n - 1 and k > n / 2 and not sweeper:  # all but one, and a majority when there are only 1-2
-        return "supported", sweeper
-    return ("contradicted" if k <= n / 2 else "mixed"), sweeper
+        verdict = "untested"
+    elif k >= n - 1 and k > n / 2 and not sweeper:  # all but one, and a majority when there are only 1-2
+        verdict = "supported"
+    else:
+        verdict = "contradicted" if k <= n / 2 else "mixed"
+    return StandardWins(verdict, n, k, sweeper)
 
 
 def finding_adaptive(df: pd.DataFrame) -> Finding:

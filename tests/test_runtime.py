@@ -76,6 +76,29 @@ def test_map_programs_finishes_running_calls_and_raises_the_first_error_in_item_
     assert 0 in finished and 2 in finished  # what ran before and beside the failure completed
 
 
+def test_cache_fill_trains_only_the_missing_seeds_on_one_thread_and_stores_them(tmp_path):
+    """``ResultCache.fill``, the one way into the cache: one batch of the missing seeds, on one thread."""
+    cache, config, calls = ResultCache(tmp_path / "c"), TrainConfig(steps=3, record_every=0), []
+
+    def fake_train(seeds):
+        calls.append((list(seeds), torch.get_num_threads()))
+        return train("vanilla", "nested2d", seeds, config=config)
+
+    keys = {seed: f"{seed:064x}" for seed in (0, 1, 2)}
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        first, trained = cache.fill({0: keys[0]}, "batch", fake_train)
+        found, trained = cache.fill(keys, "batch", fake_train)
+        assert torch.get_num_threads() == 2  # the caller's setting is restored
+    finally:
+        torch.set_num_threads(before)
+    assert calls == [([0], 1), ([1, 2], 1)] and trained == [1, 2]
+    assert found[0] == first[0] and [found[s].seed for s in (0, 1, 2)] == [0, 1, 2]
+    again, trained = cache.fill(keys, "batch", fake_train)
+    assert trained == [] and len(calls) == 2 and again == found  # every replica now comes from disk
+
+
 def test_study_results_do_not_depend_on_threads_or_workers(tmp_path, monkeypatch):
     """Records are bit-identical whether a study trains on one thread or two programs at once on two.
 
