@@ -1,9 +1,12 @@
 """The benchmark scripts run end to end on a tiny workload and print their contract lines (not timed)."""
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,3 +21,15 @@ def test_train_throughput_prints_every_neuron_the_study_line_and_speedup_last():
         assert any(line.startswith(neuron) for line in out), (neuron, out)
     assert re.fullmatch(r"whole workload as one Study\.run .*x the naive loop", out[-2]), out[-2]
     assert re.fullmatch(r"speedup: \d+\.\d\d", out[-1]), out[-1]
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None and shutil.which("cc") is None, reason="needs a C compiler")
+def test_fused_vanilla_step_trains_the_same_model_and_prints_its_ratio_last():
+    args = ["--rounds", "1", "--steps", "2", "--threads", "1"]
+    out = subprocess.run(
+        [sys.executable, "benchmarks/fused_vanilla_step.py", *args],
+        cwd=ROOT, check=True, capture_output=True, text=True, timeout=300,
+    ).stdout.strip().splitlines()  # fmt: skip
+    apart = re.fullmatch(r"weights after 20 steps of each: (\S+) apart .*", out[1])
+    assert apart and float(apart.group(1)) < 1e-5, out
+    assert re.fullmatch(r"fused: \d+\.\d\d", out[-1]), out[-1]
