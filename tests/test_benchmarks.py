@@ -11,12 +11,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_train_throughput_prints_every_neuron_the_study_line_and_speedup_last():
-    args = ["--steps", "5", "--repeats", "1", "--threads", "1"]
-    out = subprocess.run(
-        [sys.executable, "benchmarks/train_throughput.py", *args],
+def run_benchmark(script: str, *args: str) -> list[str]:
+    """The lines a benchmark script prints (it must exit 0)."""
+    return subprocess.run(
+        [sys.executable, f"benchmarks/{script}", *args],
         cwd=ROOT, check=True, capture_output=True, text=True, timeout=300,
     ).stdout.strip().splitlines()  # fmt: skip
+
+
+def test_train_throughput_prints_every_neuron_the_study_line_and_speedup_last():
+    out = run_benchmark("train_throughput.py", "--steps", "5", "--repeats", "1", "--threads", "1")
     for neuron in ("vanilla", "singlu", "v10_free_phase"):
         assert any(line.startswith(neuron) for line in out), (neuron, out)
     assert re.fullmatch(r"whole workload as one Study\.run .*x the naive loop", out[-2]), out[-2]
@@ -25,11 +29,7 @@ def test_train_throughput_prints_every_neuron_the_study_line_and_speedup_last():
 
 @pytest.mark.skipif(shutil.which("gcc") is None and shutil.which("cc") is None, reason="needs a C compiler")
 def test_fused_vanilla_step_trains_the_same_model_and_prints_its_ratio_last():
-    args = ["--rounds", "1", "--steps", "2", "--threads", "1"]
-    out = subprocess.run(
-        [sys.executable, "benchmarks/fused_vanilla_step.py", *args],
-        cwd=ROOT, check=True, capture_output=True, text=True, timeout=300,
-    ).stdout.strip().splitlines()  # fmt: skip
+    out = run_benchmark("fused_vanilla_step.py", "--rounds", "1", "--steps", "2", "--threads", "1")
     apart = re.fullmatch(r"weights after 20 steps of each: (\S+) apart .*", out[1])
     assert apart and float(apart.group(1)) < 1e-5, out
     assert re.fullmatch(r"fused: \d+\.\d\d", out[-1]), out[-1]
