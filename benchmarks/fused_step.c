@@ -18,6 +18,28 @@ static inline float row_dot(const float *restrict a, const float *restrict w, lo
     return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
 }
 
+/* out = b + sum_k xr[k] * w[k, :]: one row of the thin first layer's pre-activation (K inputs, W units). */
+static inline void thin_row(const float *xr, const float *restrict w, const float *restrict b, long K, long W,
+                            float *restrict out) {
+    for (long j = 0; j < W; j++) out[j] = b[j];
+    for (long k = 0; k < K; k++) {
+        const float xk = xr[k];
+        const float *restrict wk = w + k * W;
+        for (long j = 0; j < W; j++) out[j] += xk * wk[j];
+    }
+}
+
+/* gw += xr^T d and gb += d: one row's share of the thin first layer's weight (K x W) and bias gradients. */
+static inline void thin_grad_row(const float *xr, const float *restrict d, long K, long W, float *restrict gw,
+                                 float *restrict gb) {
+    for (long j = 0; j < W; j++) gb[j] += d[j];
+    for (long k = 0; k < K; k++) {
+        const float xk = xr[k];
+        float *restrict gk = gw + k * W;
+        for (long j = 0; j < W; j++) gk[j] += xk * d[j];
+    }
+}
+
 /* ---- vanilla, ReLU(W x + b) ---- */
 
 /* a1 = relu(x @ W1 + b1): the thin first layer (K inputs) and its activation in one pass. */
@@ -26,14 +48,8 @@ void layer1_forward(long M, long N, long K, long W, const float *x, const float 
     for (long m = 0; m < M; m++) {
         const float *w = W1 + m * K * W, *b = b1 + m * W;
         for (long n = 0; n < N; n++) {
-            const float *xr = x + (m * N + n) * K;
             float *restrict out = a1 + (m * N + n) * W;
-            for (long j = 0; j < W; j++) out[j] = b[j];
-            for (long k = 0; k < K; k++) {
-                const float xk = xr[k];
-                const float *restrict wk = w + k * W;
-                for (long j = 0; j < W; j++) out[j] += xk * wk[j];
-            }
+            thin_row(x + (m * N + n) * K, w, b, K, W, out);
             for (long j = 0; j < W; j++) out[j] = out[j] > 0.0f ? out[j] : 0.0f;
         }
     }
@@ -82,16 +98,8 @@ void layer1_backward(long M, long N, long K, long W, const float *x, const float
         memset(gb, 0, sizeof(float) * W);
         for (long n = 0; n < N; n++) {
             const float *restrict a = a1 + (m * N + n) * W, *restrict g = ga1 + (m * N + n) * W;
-            const float *xr = x + (m * N + n) * K;
-            for (long j = 0; j < W; j++) {
-                g1[j] = a[j] > 0.0f ? g[j] : 0.0f;
-                gb[j] += g1[j];
-            }
-            for (long k = 0; k < K; k++) {
-                const float xk = xr[k];
-                float *restrict gk = gw + k * W;
-                for (long j = 0; j < W; j++) gk[j] += xk * g1[j];
-            }
+            for (long j = 0; j < W; j++) g1[j] = a[j] > 0.0f ? g[j] : 0.0f;
+            thin_grad_row(x + (m * N + n) * K, g1, K, W, gw, gb);
         }
     }
 }
@@ -121,22 +129,11 @@ void singlu_activation(long n, const float *g, const float *v, float *s, float *
 void singlu_layer1_forward(long M, long N, long K, long W, const float *x, const float *Wg, const float *bg,
                            const float *Wv, const float *bv, float *g, float *v, float *s, float *c, float *h) {
     for (long m = 0; m < M; m++) {
-        const float *wg = Wg + m * K * W, *wv = Wv + m * K * W;
         for (long n = 0; n < N; n++) {
             const long row = (m * N + n) * W;
             const float *xr = x + (m * N + n) * K;
-            float *restrict gr = g + row, *restrict vr = v + row;
-            for (long j = 0; j < W; j++) {
-                gr[j] = bg[m * W + j];
-                vr[j] = bv[m * W + j];
-            }
-            for (long k = 0; k < K; k++) {
-                const float xk = xr[k];
-                for (long j = 0; j < W; j++) {
-                    gr[j] += xk * wg[k * W + j];
-                    vr[j] += xk * wv[k * W + j];
-                }
-            }
+            thin_row(xr, Wg + m * K * W, bg + m * W, K, W, g + row);
+            thin_row(xr, Wv + m * K * W, bv + m * W, K, W, v + row);
         }
     }
     singlu_activation(M * N * W, g, v, s, c, h);
@@ -199,16 +196,9 @@ void singlu_layer1_backward(long M, long N, long K, long W, const float *x, cons
             for (long j = 0; j < W; j++) {
                 dg[j] = gh1[row + j] * v1[row + j] * c1[row + j];
                 dv[j] = gh1[row + j] * s1[row + j];
-                bg[j] += dg[j];
-                bv[j] += dv[j];
             }
-            for (long k = 0; k < K; k++) {
-                const float xk = xr[k];
-                for (long j = 0; j < W; j++) {
-                    wg[k * W + j] += xk * dg[j];
-                    wv[k * W + j] += xk * dv[j];
-                }
-            }
+            thin_grad_row(xr, dg, K, W, wg, bg);
+            thin_grad_row(xr, dv, K, W, wv, bv);
         }
     }
 }

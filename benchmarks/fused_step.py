@@ -38,10 +38,11 @@ from rnlib import runtime
 from rnlib.metrics import cosine_lr, replica_loss
 from rnlib.models import RichNet, build_model
 from rnlib.tasks import make_task
-from rnlib.trainer import FlatAdam, stack_tasks
+from rnlib.trainer import FlatAdam, TrainConfig, stack_tasks
 
 SOURCE = Path(__file__).with_name("fused_step.c")
-SEEDS, TASK, STEPS, LR = (0, 1, 2), "mixedfreq", 3000, 1e-3  # the schedule of a SPEC-length run
+SEEDS, TASK = (0, 1, 2), "mixedfreq"
+CONFIG = TrainConfig()  # the protocol's Adam and its learning-rate schedule over a SPEC-length run
 MAX_WIDTH = 4096  # the C passes' row buffer
 
 
@@ -70,19 +71,19 @@ class AutogradStep:
 
     def __init__(self, model: RichNet, x: Tensor, y: Tensor) -> None:
         self.model, self.x, self.y = model, x, y
-        self.adam = FlatAdam(list(model.parameters()), (0.9, 0.999), 1e-8)
+        self.adam = FlatAdam(list(model.parameters()), CONFIG.betas, CONFIG.eps)
 
     def __call__(self, step: int) -> None:
         self.adam.zero_grad()
         replica_loss(self.model(self.x), self.y, "mse").sum().backward()
-        self.adam.step(cosine_lr(LR, step, STEPS))
+        self.adam.step(cosine_lr(CONFIG.lr, step, CONFIG.steps))
 
 
 class FusedStep:
     """A step by hand: ``parts`` run in order (PyTorch's matmuls, the fused C passes, the same fused Adam)."""
 
     def __init__(self, model: RichNet) -> None:
-        self.adam = FlatAdam(list(model.parameters()), (0.9, 0.999), 1e-8)
+        self.adam = FlatAdam(list(model.parameters()), CONFIG.betas, CONFIG.eps)
         self.step = 0
         self.parts: list[tuple[str, Callable[[], object]]] = []
         self.seconds: dict[str, float] = collections.defaultdict(float)
@@ -96,7 +97,7 @@ class FusedStep:
                 self.seconds[name] += time.perf_counter() - start
 
     def adam_step(self) -> None:
-        self.adam.step(cosine_lr(LR, self.step, STEPS))
+        self.adam.step(cosine_lr(CONFIG.lr, self.step, CONFIG.steps))
 
 
 class FusedVanilla(FusedStep):

@@ -1,4 +1,4 @@
-"""Tests for rnlib.runtime: the thread count from RNLIB_THREADS and glibc's heap retention."""
+"""Tests for rnlib.runtime: threads, glibc's heap retention, and cached training on one thread per program."""
 
 import platform
 import subprocess
