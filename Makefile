@@ -22,6 +22,7 @@ $(PY):
 # Reinstall only when pyproject.toml changed since the last successful install.
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install $(PIP_FLAGS) -e '.[dev]'
+	$(PY) -m rnlib.kernels
 	touch $@
 
 lint: setup  ## ruff lint + format check

@@ -16,7 +16,16 @@ from rnlib.paths import REPO_ROOT
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # The modules that decide a trained number; notebooks, plots and the runner do not.
-RESULT_MODULES = ("neurons.py", "models.py", "tasks.py", "trainer.py", "metrics.py", "diagnostics.py")
+RESULT_MODULES = (
+    "neurons.py",
+    "models.py",
+    "tasks.py",
+    "trainer.py",
+    "metrics.py",
+    "diagnostics.py",
+    "kernels.py",
+    "kernels.c",
+)
 REPORTED_PACKAGES = ("torch", "numpy", "pandas", "papermill", "matplotlib", "seaborn", "distributed")
 
 
@@ -31,16 +40,25 @@ def source_hash(files: Iterable[Path]) -> str:
 
 @functools.cache
 def code_version() -> str:
-    """Hash of the result-deciding modules plus the torch version: part of every cache key."""
+    """Hash of the result-deciding modules, the torch version and the step this machine trains with: part of
+    every cache key."""
     import torch
 
-    return f"{source_hash(PACKAGE_DIR / m for m in RESULT_MODULES)}-torch{torch.__version__}"
+    return f"{source_hash(PACKAGE_DIR / m for m in RESULT_MODULES)}-torch{torch.__version__}-{trainer_step()}"
 
 
 @functools.cache
 def package_version() -> str:
-    """Hash of every module of the package: part of every runner job id."""
-    return source_hash(PACKAGE_DIR.glob("*.py"))
+    """Hash of every module of the package (and its C source) and the trainer's step: part of every job id."""
+    return f"{source_hash([*PACKAGE_DIR.glob('*.py'), *PACKAGE_DIR.glob('*.c')])}-{trainer_step()}"
+
+
+def trainer_step() -> str:
+    """``fused`` where this machine builds ``rnlib.kernels``' C passes, else ``autograd``: the two train the
+    same models to float32 rounding only, so a result records which one made it."""
+    from rnlib import kernels
+
+    return "fused" if kernels.load()[0] is not None else "autograd"
 
 
 def git_commit() -> str:

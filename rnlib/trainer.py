@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from rnlib import runtime
+from rnlib import kernels, runtime
 from rnlib.metrics import cosine_lr, replica_loss, replica_metric
 from rnlib.models import DEFAULT_DEPTH, RichNet, build_model, count_params
 from rnlib.tasks import Task, make_task
@@ -35,8 +35,13 @@ class TrainConfig:
     curve_points: int = 150  # loss-curve samples kept per replica: enough to draw, small to store
     probe_points: int = 256  # test inputs the diagnostics look at: cheap, and plenty for quantiles
     device: str = "cpu"
+    kernel: str = "auto"  # "fused" (rnlib.kernels), "autograd", or "auto": fused where the model allows it
 
     def __post_init__(self) -> None:
+        if self.kernel not in kernels.KERNELS:
+            raise ValueError(
+                f"invalid TrainConfig: unknown kernel {self.kernel!r}; valid: {', '.join(kernels.KERNELS)}"
+            )
         if self.steps < 1 or self.lr <= 0 or self.record_every < 0 or self.curve_points < 2:
             raise ValueError(f"invalid TrainConfig: {self}")
         if not (0 <= self.betas[0] < 1 and 0 <= self.betas[1] < 1) or self.eps <= 0:
@@ -140,6 +145,19 @@ def first_nonfinite(losses: Tensor) -> list[int | None]:
     return [None if s < 0 else int(s) for s in first.tolist()]
 
 
+def fused_step(
+    model: RichNet, x: Tensor, y: Tensor, metric: str, config: TrainConfig
+) -> kernels.FusedStep | None:
+    """The fused step for ``model`` when ``config.kernel`` and the model allow it, else ``None`` (autograd).
+
+    Call after ``FlatAdam`` holds the parameters. ``kernel="fused"`` on a model it cannot take is an error.
+    """
+    why = kernels.unsupported(model, config.device, config.kernel)
+    if why and config.kernel == "fused":
+        raise ValueError(f"kernel='fused' cannot train {model.neuron} (width {model.width}): {why}")
+    return None if why else kernels.FusedStep(model, x, y, metric)
+
+
 def train(neuron: str, task: str, seeds: Sequence[int], **kwargs: object) -> list[RunResult]:
     """Train one replica per seed of ``neuron`` on ``task``, all at once; one ``RunResult`` per seed."""
     return train_models(neuron, task, seeds, **kwargs)[1]
@@ -179,10 +197,14 @@ def train_models(
     diagnostics: list[dict[str, list[float]]] = [{} for _ in seeds]
     recording = config.record_every > 0 and callbacks
     x_probe = data["x_test"][:, : config.probe_points]
+    fused = fused_step(model, x, y, spec.metric, config)
     for step in range(config.steps):
-        adam.zero_grad()
-        loss = replica_loss(model(x), y, spec.metric)  # (M,)
-        loss.sum().backward()
+        if fused is not None:
+            loss = fused()  # (M,); overwrites every gradient
+        else:
+            adam.zero_grad()
+            loss = replica_loss(model(x), y, spec.metric)  # (M,)
+            loss.sum().backward()
         losses[step] = loss.detach()
         if recording and (step % config.record_every == 0 or step == config.steps - 1):
             state = TrainState(step, model, loss.detach(), x_probe, diagnostics)
