@@ -6,6 +6,8 @@ and per-unit vectors are perturbed away from their initial values first (``β = 
 would hide a swapped factor).
 """
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -76,13 +78,9 @@ def test_trainer_takes_the_fused_step_and_falls_back_by_name():
     """``auto`` trains fused models with the C passes (bit-identical to ``kernel='fused'``), and v4_lowrank,
     which they do not cover, with autograd; ``kernel='fused'`` on it is an error naming the neuron."""
     fast = TrainConfig(steps=30, record_every=0)
-    auto = train("v10_free_phase", "nested2d", [0, 1], config=fast)
-    forced = train(
-        "v10_free_phase", "nested2d", [0, 1], config=TrainConfig(steps=30, record_every=0, kernel="fused")
-    )
-    slow = train(
-        "v10_free_phase", "nested2d", [0, 1], config=TrainConfig(steps=30, record_every=0, kernel="autograd")
-    )
+    auto, forced, slow = (
+        train("v10_free_phase", "nested2d", [0, 1], config=replace(fast, kernel=k)) for k in kernels.KERNELS
+    )  # auto, fused, autograd
     assert [r.curve for r in auto] == [r.curve for r in forced]
     assert [r.curve for r in auto] != [r.curve for r in slow]  # another implementation: rounding differs
     for a, s in zip(auto, slow, strict=True):

@@ -14,7 +14,7 @@ from rnlib.trainer import TrainConfig, train
 
 PATTERN = """
 import resource, sys, torch
-from rnlib import kernels, runtime
+from rnlib import runtime
 from rnlib.trainer import TrainConfig, train
 torch.set_num_threads(1)
 if sys.argv[1] == "default":
