@@ -63,7 +63,6 @@ def main() -> None:
     if lib is None:
         sys.exit(f"fused_step: the fused passes are unavailable here: {why}")
     print(f"{TASK}, {len(SEEDS)} seeds, {args.steps} steps a round, {args.threads} threads")
-    print(f"trainer step: {kernels.kernel_id()}")
     print(
         f"{'neuron':18s} {'apart':>7s} {'autograd ms':>11s} {'fused ms':>8s} {'ratio':>6s} {'per round':>9s}"
     )

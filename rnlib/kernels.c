@@ -3,8 +3,10 @@
  *
  * Tensors are float32 and contiguous, with a leading replica axis m < M: pre-activations, saved
  * intermediates and activations (M, N, W); per-unit vectors (M, 1, W); weights as rnlib holds them,
- * (M, in, out). Every pass is single-threaded and overwrites its outputs. Sums over the N points accumulate
- * in double, in a fixed order, so a build gives the same bits on every run. Built with -ffp-contract=off:
+ * (M, in, out). Every pass overwrites its outputs and spreads its rows over `threads` OpenMP threads (the
+ * runtime PyTorch itself loads, so the passes share its thread pool). Sums over the N points accumulate in
+ * double per block of BLOCK points, and the blocks' partial sums add up in a fixed order afterwards, so a
+ * build gives the same bits on every run and at every thread count. Built with -ffp-contract=off:
  * the arithmetic is the source's. sin, cos, exp, tanh and log1p come 8 lanes at a time from glibc's AVX2
  * vector math library (libmvec); a row's tail goes through the same vector call, padded, so every element
  * of a row is computed the same way wherever it sits.
@@ -21,6 +23,7 @@
 #define MAXZ 5     /* most matrices per layer (v9) */
 #define MAXV 3     /* most per-unit vectors per layer (v15) */
 #define MAXS 5     /* most saved rows per unit */
+#define BLOCK 64   /* points per partial sum: the unit of work a thread takes in a pass that sums */
 
 __m256 _ZGVdN8v_sinf(__m256 x);
 __m256 _ZGVdN8v_cosf(__m256 x);
@@ -395,127 +398,165 @@ static inline void seat(Row *r, long m, long n, long N, long W, long nz, const f
 }
 
 /* h = activation(z) for every row; fills the saved rows. Returns 0, or -1 for a bad neuron or width. */
-long rn_forward(long id, long M, long N, long W, float omega, long nz, const float *const *z, long nv,
-                const float *const *vec, long ns, float *const *save, float *h) {
+long rn_forward(long threads, long id, long M, long N, long W, float omega, long nz, const float *const *z,
+                long nv, const float *const *vec, long ns, float *const *save, float *h) {
     if (!rn_has_neuron(id) || W > MAXW || nz > MAXZ || nv > MAXV || ns > MAXS) return -1;
-    Row r = {.W = W, .omega = omega};
-    for (long m = 0; m < M; m++)
-        for (long n = 0; n < N; n++) {
-            seat(&r, m, n, N, W, nz, z, nv, vec, ns, save);
-            NEURONS[id].forward(&r, h + (m * N + n) * W);
-        }
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long i = 0; i < M * N; i++) {
+        Row r = {.W = W, .omega = omega};
+        seat(&r, i / N, i % N, N, W, nz, z, nv, vec, ns, save);
+        NEURONS[id].forward(&r, h + i * W);
+    }
     return 0;
+}
+
+/* The N points of each of M replicas as blocks of BLOCK: block t is replica t / blocks(N), points
+ * [first, end). */
+static inline long blocks(long N) { return (N + BLOCK - 1) / BLOCK; }
+static inline long block_first(long t, long N) { return (t % blocks(N)) * BLOCK; }
+static inline long block_end(long t, long N) {
+    const long end = block_first(t, N) + BLOCK;
+    return end < N ? end : N;
+}
+
+/* out[m * size + i] = the sum over replica m's blocks, in order, of part[(m * blocks + b) * size + i]. */
+static void sum_blocks(long M, long N, long size, const double *part, double *out) {
+    const long B = blocks(N);
+    for (long m = 0; m < M; m++)
+        for (long i = 0; i < size; i++) {
+            double s = 0.0;
+            for (long b = 0; b < B; b++) s += part[(m * B + b) * size + i];
+            out[m * size + i] = s;
+        }
 }
 
 /* From dh (M, N, W): dz[k] for every row, and per replica the bias gradients gbias[k] (NULL: no bias)
  * and the vector gradients gvec[k], summed over the N points. */
-long rn_backward(long id, long M, long N, long W, float omega, long nz, const float *const *z, long nv,
-                 const float *const *vec, long ns, float *const *save, const float *dh, float *const *dz,
-                 float *const *gbias, float *const *gvec) {
+long rn_backward(long threads, long id, long M, long N, long W, float omega, long nz, const float *const *z,
+                 long nv, const float *const *vec, long ns, float *const *save, const float *dh,
+                 float *const *dz, float *const *gbias, float *const *gvec) {
     if (!rn_has_neuron(id) || W > MAXW || nz > MAXZ || nv > MAXV || ns > MAXS) return -1;
-    double *acc = calloc((size_t)(nz + nv) * W, sizeof(double));
-    if (acc == NULL) return -1;
-    Row r = {.W = W, .omega = omega};
-    Grad g;
-    for (long k = 0; k < nv; k++) g.gvec[k] = acc + (nz + k) * W;
-    for (long m = 0; m < M; m++) {
-        memset(acc, 0, sizeof(double) * (nz + nv) * W);
-        for (long n = 0; n < N; n++) {
+    const long size = (nz + nv) * W, B = blocks(N);
+    double *part = calloc((size_t)(M * B + M) * size, sizeof(double)), *acc = part + M * B * size;
+    if (part == NULL) return -1;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long t = 0; t < M * B; t++) {
+        const long m = t / B;
+        double *sums = part + t * size;
+        Row r = {.W = W, .omega = omega};
+        Grad g;
+        for (long k = 0; k < nv; k++) g.gvec[k] = sums + (nz + k) * W;
+        for (long n = block_first(t, N); n < block_end(t, N); n++) {
             const long row = (m * N + n) * W;
             seat(&r, m, n, N, W, nz, z, nv, vec, ns, save);
             for (long k = 0; k < nz; k++) g.dz[k] = dz[k] + row;
             NEURONS[id].backward(&r, dh + row, &g);
             for (long k = 0; k < nz; k++) {
-                double *restrict b = acc + k * W;
+                double *restrict b = sums + k * W;
                 const float *restrict d = g.dz[k];
                 for (long j = 0; j < W; j++) b[j] += d[j];
             }
         }
+    }
+    sum_blocks(M, N, size, part, acc);
+    for (long m = 0; m < M; m++) {
+        const double *a = acc + m * size;
         for (long k = 0; k < nz; k++)
             if (gbias[k] != NULL)
-                for (long j = 0; j < W; j++) gbias[k][m * W + j] = (float)acc[k * W + j];
+                for (long j = 0; j < W; j++) gbias[k][m * W + j] = (float)a[k * W + j];
         for (long k = 0; k < nv; k++)
-            for (long j = 0; j < W; j++) gvec[k][m * W + j] = (float)acc[(nz + k) * W + j];
+            for (long j = 0; j < W; j++) gvec[k][m * W + j] = (float)a[(nz + k) * W + j];
     }
-    free(acc);
+    free(part);
     return 0;
 }
 
 /* ---------------------------------------------------------------- the thin first layer and the head */
 
 /* z = x @ w (+ b): a layer with few inputs (K), as multiply-adds over rows instead of a badly shaped GEMM. */
-void rn_thin_forward(long M, long N, long K, long W, const float *x, const float *w, const float *b,
-                     float *z) {
-    for (long m = 0; m < M; m++) {
+void rn_thin_forward(long threads, long M, long N, long K, long W, const float *x, const float *w,
+                     const float *b, float *z) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long i = 0; i < M * N; i++) {
+        const long m = i / N;
         const float *wm = w + m * K * W, *bm = b ? b + m * W : NULL;
-        for (long n = 0; n < N; n++) {
-            float *restrict out = z + (m * N + n) * W;
-            const float *xr = x + (m * N + n) * K;
-            for (long j = 0; j < W; j++) out[j] = bm ? bm[j] : 0.0f;
-            for (long k = 0; k < K; k++) {
-                const float xk = xr[k];
-                const float *restrict wk = wm + k * W;
-                for (long j = 0; j < W; j++) out[j] += xk * wk[j];
-            }
+        float *restrict out = z + i * W;
+        const float *xr = x + i * K;
+        for (long j = 0; j < W; j++) out[j] = bm ? bm[j] : 0.0f;
+        for (long k = 0; k < K; k++) {
+            const float xk = xr[k];
+            const float *restrict wk = wm + k * W;
+            for (long j = 0; j < W; j++) out[j] += xk * wk[j];
         }
     }
 }
 
 /* gw = x^T dz per replica (K x W), summed over the N points in double. */
-long rn_thin_weight_grad(long M, long N, long K, long W, const float *x, const float *dz, float *gw) {
-    double *acc = malloc(sizeof(double) * K * W);
-    if (acc == NULL) return -1;
-    for (long m = 0; m < M; m++) {
-        memset(acc, 0, sizeof(double) * K * W);
-        for (long n = 0; n < N; n++) {
+long rn_thin_weight_grad(long threads, long M, long N, long K, long W, const float *x, const float *dz,
+                         float *gw) {
+    const long size = K * W, B = blocks(N);
+    double *part = calloc((size_t)(M * B + M) * size, sizeof(double)), *acc = part + M * B * size;
+    if (part == NULL) return -1;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long t = 0; t < M * B; t++) {
+        const long m = t / B;
+        for (long n = block_first(t, N); n < block_end(t, N); n++) {
             const float *xr = x + (m * N + n) * K;
             const float *restrict d = dz + (m * N + n) * W;
             for (long k = 0; k < K; k++) {
                 const double xk = xr[k];
-                double *restrict a = acc + k * W;
+                double *restrict a = part + t * size + k * W;
                 for (long j = 0; j < W; j++) a[j] += xk * d[j];
             }
         }
-        for (long i = 0; i < K * W; i++) gw[m * K * W + i] = (float)acc[i];
     }
-    free(acc);
+    sum_blocks(M, N, size, part, acc);
+    for (long i = 0; i < M * size; i++) gw[i] = (float)acc[i];
+    free(part);
     return 0;
 }
 
 /* The one-output head and the MSE loss with their backward, in one pass over the rows:
- * out = h @ wh + bh, d = out - y, loss = mean d^2, e = 2 d / N; gwh = h^T e, gbh = sum e, dh = e wh^T. */
-long rn_head_mse(long M, long N, long W, const float *h, const float *wh, const float *bh, const float *y,
-                 float *loss, float *dh, float *gwh, float *gbh) {
-    double *acc = malloc(sizeof(double) * W);
-    if (acc == NULL) return -1;
-    for (long m = 0; m < M; m++) {
+ * out = h @ wh + bh, d = out - y, loss = mean d^2, e = 2 d / N; gwh = h^T e, gbh = sum e, dh = e wh^T.
+ * Each block's partial sums are W for gwh, then sum d^2, then sum e. */
+long rn_head_mse(long threads, long M, long N, long W, const float *h, const float *wh, const float *bh,
+                 const float *y, float *loss, float *dh, float *gwh, float *gbh) {
+    const long size = W + 2, B = blocks(N);
+    double *part = calloc((size_t)(M * B + M) * size, sizeof(double)), *acc = part + M * B * size;
+    if (part == NULL) return -1;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long t = 0; t < M * B; t++) {
+        const long m = t / B;
         const float *restrict w = wh + m * W;
-        memset(acc, 0, sizeof(double) * W);
-        double sum_sq = 0.0, sum_e = 0.0;
-        for (long n = 0; n < N; n++) {
+        double *restrict sums = part + t * size;
+        for (long n = block_first(t, N); n < block_end(t, N); n++) {
             const float *restrict a = h + (m * N + n) * W;
             float lane[8] = {0};
             long j = 0;
             for (; j + 8 <= W; j += 8)
-                for (int t = 0; t < 8; t++) lane[t] += a[j + t] * w[j + t];
-            for (int t = 0; j + t < W; t++) lane[t] += a[j + t] * w[j + t];
+                for (int l = 0; l < 8; l++) lane[l] += a[j + l] * w[j + l];
+            for (int l = 0; j + l < W; l++) lane[l] += a[j + l] * w[j + l];
             const float out =
                 (((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]))) +
                 bh[m];
             const float d = out - y[m * N + n];
             const float e = 2.0f * d / (float)N;
-            sum_sq += (double)d * d;
-            sum_e += e;
+            sums[W] += (double)d * d;
+            sums[W + 1] += e;
             float *restrict g = dh + (m * N + n) * W;
             for (long k = 0; k < W; k++) {
-                acc[k] += (double)e * a[k];
+                sums[k] += (double)e * a[k];
                 g[k] = e * w[k];
             }
         }
-        loss[m] = (float)(sum_sq / (double)N);
-        gbh[m] = (float)sum_e;
-        for (long k = 0; k < W; k++) gwh[m * W + k] = (float)acc[k];
     }
-    free(acc);
+    sum_blocks(M, N, size, part, acc);
+    for (long m = 0; m < M; m++) {
+        const double *a = acc + m * size;
+        loss[m] = (float)(a[W] / (double)N);
+        gbh[m] = (float)a[W + 1];
+        for (long k = 0; k < W; k++) gwh[m * W + k] = (float)a[k];
+    }
+    free(part);
     return 0;
 }

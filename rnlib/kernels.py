@@ -3,11 +3,13 @@
 At the study's sizes (a few thousand parameters, 1000 points) a training step is bound by the number of
 passes over memory, not by arithmetic: autograd runs each elementwise op of a neuron, its backward and the
 thin first layer and one-output head as separate kernels. Here the hidden layers' matmuls stay PyTorch's
-(``baddbmm``/``bmm``, as in ``rnlib.neurons``), and the rest runs as single-threaded C passes
-(``kernels.c``): each neuron's activation with its hand-derived backward, one row of units at a time; the
-thin first layer (few inputs) as row multiply-adds; the one-output MSE head with its loss and backward in
-one pass. Gradients land in the parameters' ``.grad`` views (``FlatAdam``'s flat buffer), so the optimizer,
-the diagnostics callbacks and everything after the step are the autograd path's.
+(``baddbmm``/``bmm``, as in ``rnlib.neurons``), and the rest runs as C passes (``kernels.c``): each
+neuron's activation with its hand-derived backward, one row of units at a time; the thin first layer (few
+inputs) as row multiply-adds; the one-output MSE head with its loss and backward in one pass. The passes
+spread their rows over as many threads as PyTorch's intra-op setting (``torch.get_num_threads()``), on the
+OpenMP runtime PyTorch loads, and give the same bits at every thread count. Gradients land in the
+parameters' ``.grad`` views (``FlatAdam``'s flat buffer), so the optimizer, the diagnostics callbacks and
+everything after the step are the autograd path's.
 
 The C source is compiled on first use with the system's C compiler into ``.cache/kernels`` (``make setup``
 builds it ahead) for x86-64 CPUs with AVX2 and FMA, whose vector ``sin``/``cos``/``exp`` come from glibc's
@@ -42,7 +44,7 @@ from rnlib.neurons import NeuronLayer
 from rnlib.paths import REPO_ROOT
 
 SOURCE = Path(__file__).with_name("kernels.c")
-FLAGS = ("-O3", "-march=x86-64-v3", "-ffp-contract=off", "-fPIC", "-shared")  # AVX2 + FMA, on every such CPU
+FLAGS = ("-O3", "-march=x86-64-v3", "-ffp-contract=off", "-fopenmp", "-fPIC", "-shared")  # AVX2 + FMA
 LIBS = ("-lmvec", "-lm")
 KERNELS = ("auto", "fused", "autograd")  # TrainConfig.kernel
 MAX_WIDTH = 1024  # kernels.c's MAXW: the widest layer the passes take
@@ -111,26 +113,18 @@ def load() -> tuple[ctypes.CDLL | None, str]:
         return None, f"cannot load {path.name}: {err}"
     i64, f32, ptr = ctypes.c_long, ctypes.c_float, ctypes.c_void_p
     lib.rn_max_width.restype = i64
-    lib.rn_forward.argtypes = [i64] * 4 + [f32, i64, ptr, i64, ptr, i64, ptr, ptr]
-    lib.rn_backward.argtypes = [i64] * 4 + [f32, i64, ptr, i64, ptr, i64, ptr, ptr, ptr, ptr, ptr]
-    lib.rn_thin_forward.argtypes = [i64] * 4 + [ptr] * 4
-    lib.rn_thin_weight_grad.argtypes = [i64] * 4 + [ptr] * 3
-    lib.rn_head_mse.argtypes = [i64] * 3 + [ptr] * 8
+    lib.rn_forward.argtypes = [i64] * 5 + [f32, i64, ptr, i64, ptr, i64, ptr, ptr]  # first: threads
+    lib.rn_backward.argtypes = [i64] * 5 + [f32, i64, ptr, i64, ptr, i64, ptr, ptr, ptr, ptr, ptr]
+    lib.rn_thin_forward.argtypes = [i64] * 5 + [ptr] * 4
+    lib.rn_thin_weight_grad.argtypes = [i64] * 5 + [ptr] * 3
+    lib.rn_head_mse.argtypes = [i64] * 4 + [ptr] * 8
     for name in ("rn_forward", "rn_backward", "rn_thin_weight_grad", "rn_head_mse"):
         getattr(lib, name).restype = i64
     return lib, ""
 
 
-def kernel_id() -> str:
-    """Which step this process trains CPU models with: ``fused-<source hash>`` or ``autograd``."""
-    lib, _ = load()
-    return f"fused-{hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12]}" if lib is not None else "autograd"
-
-
 def unsupported(model: RichNet, device: str, kernel: str) -> str:
-    """Why ``model`` cannot take the fused step (empty when it can)."""
-    if kernel not in KERNELS:
-        return f"unknown kernel {kernel!r}; valid: {', '.join(KERNELS)}"
+    """Why ``model`` cannot take the fused step (empty when it can); ``kernel`` is a ``KERNELS`` name."""
     if kernel == "autograd":
         return "kernel='autograd' asked for"
     lib, why = load()
@@ -157,9 +151,8 @@ class FusedLayer:
     """One hidden layer's parameters, gradient views and buffers, and the C arrays pointing into them.
 
     Each matrix's pre-activation is its own contiguous (M, N, W) buffer and its own matmul. (Measured and
-    rejected: the K matrices side by side as one (M, in, K·W) matmul and one input-gradient matmul, though
-    alone at width 39 they cost ~60% of three separate ones, made whole steps 2–15% slower: the C passes
-    then read and write rows K·W apart.)
+    rejected: the K matrices side by side as one (M, in, K·W) matmul, cheaper alone, made whole steps up to
+    15% slower, since the C passes then read and write rows K·W apart; README, Performance.)
     """
 
     neuron_id: int
@@ -210,13 +203,14 @@ class FusedStep:
 
     Build it after ``FlatAdam`` holds the parameters (it writes into their ``.grad`` views, whose addresses
     never change). Each call returns the (M,) losses, as ``replica_loss`` would, and overwrites every
-    gradient.
+    gradient. The C passes run on ``torch.get_num_threads()`` threads as set when it is built.
     """
 
     def __init__(self, model: RichNet, x: Tensor, y: Tensor, metric: str) -> None:
         self.lib, _ = load()
         self.x, self.y, self.metric = x.contiguous(), y.contiguous(), metric
         self.m, self.n, _ = x.shape
+        self.threads = torch.get_num_threads()
         self.width = model.width
         self.layers = [fused_layer(layer, model.neuron, i == 0, self.m, self.n) for i, layer in
                        enumerate(model.layers)]  # fmt: skip
@@ -238,20 +232,20 @@ class FusedStep:
 
     def forward(self) -> list[Tensor]:
         """Every layer's pre-activations and activation; returns each layer's input."""
-        m, n, w, inputs, h = self.m, self.n, self.width, [], self.x
+        m, n, w, t, inputs, h = self.m, self.n, self.width, self.threads, [], self.x
         for layer in self.layers:
             inputs.append(h)
             for weight, bias, z in zip(layer.weights, layer.biases, layer.z, strict=True):
                 if layer.thin:
                     b = None if bias is None else bias.data_ptr()
                     self.lib.rn_thin_forward(
-                        m, n, layer.in_dim, w, h.data_ptr(), weight.data_ptr(), b, z.data_ptr()
+                        t, m, n, layer.in_dim, w, h.data_ptr(), weight.data_ptr(), b, z.data_ptr()
                     )
                 elif bias is None:
                     torch.bmm(h, weight, out=z)
                 else:
                     torch.baddbmm(bias, h, weight, out=z)
-            self.call("rn_forward", layer.neuron_id, m, n, w, layer.omega, len(layer.z), layer.z_ptr,
+            self.call("rn_forward", t, layer.neuron_id, m, n, w, layer.omega, len(layer.z), layer.z_ptr,
                       len(layer.vectors), layer.vec_ptr, len(layer.saved), layer.saved_ptr,
                       layer.h.data_ptr())  # fmt: skip
             h = layer.h
@@ -261,9 +255,10 @@ class FusedStep:
         """The linear head and the loss: ``self.loss``, the head's gradients and the last layer's ``dh``."""
         last = self.layers[-1]
         if self.one_output_mse:
-            self.call("rn_head_mse", self.m, self.n, self.width, last.h.data_ptr(), self.head_w.data_ptr(),
-                      self.head_b.data_ptr(), self.y.data_ptr(), self.loss.data_ptr(), last.dh.data_ptr(),
-                      self.head_w_grad.data_ptr(), self.head_b_grad.data_ptr())  # fmt: skip
+            self.call("rn_head_mse", self.threads, self.m, self.n, self.width, last.h.data_ptr(),
+                      self.head_w.data_ptr(), self.head_b.data_ptr(), self.y.data_ptr(),
+                      self.loss.data_ptr(), last.dh.data_ptr(), self.head_w_grad.data_ptr(),
+                      self.head_b_grad.data_ptr())  # fmt: skip
             return
         out = torch.baddbmm(self.head_b, last.h, self.head_w)  # (M, N, out)
         if self.metric == "mse":
@@ -283,15 +278,15 @@ class FusedStep:
 
     def backward(self, inputs: list[Tensor]) -> None:
         """From the last activation's gradient down: every hidden parameter's gradient."""
-        m, n, w = self.m, self.n, self.width
+        m, n, w, t = self.m, self.n, self.width, self.threads
         for i in range(len(self.layers) - 1, -1, -1):
             layer, h = self.layers[i], inputs[i]
-            self.call("rn_backward", layer.neuron_id, m, n, w, layer.omega, len(layer.z), layer.z_ptr,
+            self.call("rn_backward", t, layer.neuron_id, m, n, w, layer.omega, len(layer.z), layer.z_ptr,
                       len(layer.vectors), layer.vec_ptr, len(layer.saved), layer.saved_ptr,
                       layer.dh.data_ptr(), layer.dz_ptr, layer.bias_grad_ptr, layer.vec_grad_ptr)  # fmt: skip
             for dz, grad in zip(layer.dz, layer.weight_grads, strict=True):
                 if layer.thin:
-                    self.call("rn_thin_weight_grad", m, n, layer.in_dim, w, h.data_ptr(), dz.data_ptr(),
+                    self.call("rn_thin_weight_grad", t, m, n, layer.in_dim, w, h.data_ptr(), dz.data_ptr(),
                               grad.data_ptr())  # fmt: skip
                 else:
                     torch.bmm(h.transpose(1, 2), dz, out=grad)
@@ -305,7 +300,7 @@ class FusedStep:
 def main() -> None:
     """Build the library now; say which step the trainer will use and why."""
     lib, why = load()
-    print(f"rnlib.kernels: {kernel_id()}" + (f" ({why})" if lib is None else f" ({SOURCE.name} built)"))
+    print(f"rnlib.kernels: {'autograd (' + why if lib is None else 'fused (' + SOURCE.name + ' built'})")
 
 
 if __name__ == "__main__":

@@ -107,7 +107,7 @@ def test_study_results_do_not_depend_on_threads_or_workers(tmp_path, monkeypatch
     """Records are bit-identical whether a study trains on one thread or two programs at once on two.
 
     On the autograd step (``rnlib.kernels`` patched off), which the study still takes for models the fused
-    passes do not cover: the fused step's C passes are single-threaded, so its bits do not move with threads.
+    passes do not cover; the fused step's bits do not move with threads (tests/test_kernels.py).
     Not vacuous: the same training run directly at 2 intra-op threads differs from 1 thread in the last bits
     on AVX2 machines (rnlib.runtime: ATen's scalar tail of each thread's chunk), and chaos grows them.
     """
