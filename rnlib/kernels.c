@@ -437,8 +437,9 @@ long rn_backward(long threads, long id, long M, long N, long W, float omega, lon
                  float *const *dz, float *const *gbias, float *const *gvec) {
     if (!rn_has_neuron(id) || W > MAXW || nz > MAXZ || nv > MAXV || ns > MAXS) return -1;
     const long size = (nz + nv) * W, B = blocks(N);
-    double *part = calloc((size_t)(M * B + M) * size, sizeof(double)), *acc = part + M * B * size;
+    double *part = calloc((size_t)(M * B + M) * size, sizeof(double));
     if (part == NULL) return -1;
+    double *acc = part + M * B * size;
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (long t = 0; t < M * B; t++) {
         const long m = t / B;
@@ -495,8 +496,9 @@ void rn_thin_forward(long threads, long M, long N, long K, long W, const float *
 long rn_thin_weight_grad(long threads, long M, long N, long K, long W, const float *x, const float *dz,
                          float *gw) {
     const long size = K * W, B = blocks(N);
-    double *part = calloc((size_t)(M * B + M) * size, sizeof(double)), *acc = part + M * B * size;
+    double *part = calloc((size_t)(M * B + M) * size, sizeof(double));
     if (part == NULL) return -1;
+    double *acc = part + M * B * size;
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (long t = 0; t < M * B; t++) {
         const long m = t / B;
@@ -522,13 +524,15 @@ long rn_thin_weight_grad(long threads, long M, long N, long K, long W, const flo
 long rn_head_mse(long threads, long M, long N, long W, const float *h, const float *wh, const float *bh,
                  const float *y, float *loss, float *dh, float *gwh, float *gbh) {
     const long size = W + 2, B = blocks(N);
-    double *part = calloc((size_t)(M * B + M) * size, sizeof(double)), *acc = part + M * B * size;
+    double *part = calloc((size_t)(M * B + M) * size, sizeof(double));
     if (part == NULL) return -1;
+    double *acc = part + M * B * size;
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (long t = 0; t < M * B; t++) {
         const long m = t / B;
         const float *restrict w = wh + m * W;
         double *restrict sums = part + t * size;
+        double sum_sq = 0.0, sum_e = 0.0;
         for (long n = block_first(t, N); n < block_end(t, N); n++) {
             const float *restrict a = h + (m * N + n) * W;
             float lane[8] = {0};
@@ -541,14 +545,16 @@ long rn_head_mse(long threads, long M, long N, long W, const float *h, const flo
                 bh[m];
             const float d = out - y[m * N + n];
             const float e = 2.0f * d / (float)N;
-            sums[W] += (double)d * d;
-            sums[W + 1] += e;
+            sum_sq += (double)d * d;
+            sum_e += e;
             float *restrict g = dh + (m * N + n) * W;
             for (long k = 0; k < W; k++) {
                 sums[k] += (double)e * a[k];
                 g[k] = e * w[k];
             }
         }
+        sums[W] = sum_sq;
+        sums[W + 1] = sum_e;
     }
     sum_blocks(M, N, size, part, acc);
     for (long m = 0; m < M; m++) {
