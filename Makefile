@@ -9,7 +9,7 @@ LINTED := rnlib tests benchmarks
 # Extra flags for `pip install` (e.g. an index for CPU-only torch wheels); empty by default.
 PIP_FLAGS ?=
 
-.PHONY: help setup lint format test study smoke readme bench clean
+.PHONY: help setup lint format check test golden study smoke readme bench clean
 
 help:  ## list targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -22,7 +22,7 @@ $(PY):
 # Reinstall only when pyproject.toml changed since the last successful install.
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install $(PIP_FLAGS) -e '.[dev]'
-	$(PY) -m rnlib.kernels
+	$(PY) -m rnlib.training.fused
 	touch $@
 
 lint: setup  ## ruff lint + format check
@@ -33,8 +33,14 @@ format: setup  ## apply ruff format and safe fixes
 	$(RUFF) format $(LINTED)
 	$(RUFF) check --fix $(LINTED)
 
-test: setup lint  ## lint, then the whole test suite
-	$(PY) -m pytest -q
+check: setup lint  ## the fast loop: lint, then every test not marked slow (under 2 minutes on 2 cores)
+	$(PY) -m pytest -q -m "not slow"
+
+test: setup lint  ## lint, then the whole test suite (what CI runs), with its 15 slowest tests
+	$(PY) -m pytest -q --durations=15
+
+golden: setup  ## regenerate tests/golden after a deliberate change of NUMERICS_VERSION or ANALYSIS_VERSION
+	MKL_CBWR=AVX2 $(PY) tests/golden/fingerprints.py --write
 
 study: setup  ## run every version notebook with parameters/default.yaml
 	$(PY) -m rnlib run parameters/default.yaml

@@ -2,7 +2,8 @@
 
 Workload (issue 7): 3 seeds, a 1000-point task (`mixedfreq`, 2 -> 1, default budget 5000 parameters), 1000
 full-batch Adam steps, for `vanilla`, `singlu` and the 3-matrix `v10_free_phase`. The naive loop is
-`rnlib.reference.naive_train`: SPEC's equations in stock PyTorch (`addmm`, `torch.sin`, `torch.tanh`), one
+`rnlib.training.reference.naive_train`: the protocol's equations in stock PyTorch (`addmm`, `torch.sin`,
+`torch.tanh`), one
 `nn.Module`, `torch.optim.Adam` and `CosineAnnealingLR` per seed, one seed after another. A second baseline,
 rnlib's own trainer run on one seed at a time (`M = 1`), isolates what batching the seeds adds. Each
 measurement is repeated (the three alternate) and the median is reported, since these machines are noisy.
@@ -30,12 +31,12 @@ from pathlib import Path
 
 import torch
 
-from rnlib import runtime
-from rnlib.cache import ResultCache
-from rnlib.reference import naive_train
-from rnlib.study import Study
-from rnlib.tasks import TASKS
-from rnlib.trainer import TrainConfig, train
+from rnlib.core.tasks import TASKS
+from rnlib.training import runtime
+from rnlib.training.cache import ResultCache
+from rnlib.training.reference import naive_train
+from rnlib.training.study import Study
+from rnlib.training.trainer import TrainConfig, train
 
 NEURONS = ("vanilla", "singlu", "v10_free_phase")
 TASK = "mixedfreq"  # 1000 training points, default budget 5000 (~5K parameters)
@@ -97,7 +98,7 @@ def main() -> None:
     model_steps = len(seeds) * args.steps
     peak = matmul_gflops()
     print(f"task {TASK} ({n_points} points), {len(seeds)} seeds, {args.steps} steps, {args.threads} threads")
-    print(f"C heap keeps freed blocks (rnlib.runtime, both loops): {retained}")
+    print(f"C heap keeps freed blocks (rnlib.training.runtime, both loops): {retained}")
     print(f"machine sgemm throughput: {peak:.1f} GFLOP/s (1024^3, median of 10)")
     print(
         f"{'neuron':16s} {'params':>6s} {'naive/s':>9s} {'M=1/s':>7s} {'batched/s':>9s} {'ratio':>6s} "

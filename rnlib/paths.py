@@ -1,10 +1,37 @@
-"""Filesystem locations shared by the library, the batch runner and the tests."""
+"""Filesystem locations shared by the library, the batch runner and the tests, and the one atomic write."""
 
+import contextlib
+import os
+import tempfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"  # source notebooks, committed without outputs
 PARAMETERS_DIR = REPO_ROOT / "parameters"  # YAML run profiles (default.yaml, smoke.yaml)
 EXECUTED_DIR = REPO_ROOT / "executed"  # papermill outputs; executed/default is the canonical run
+SUMMARY_STEM = "summary"  # notebooks/summary.ipynb: runs after a profile's jobs, never as a job of its own
 
-__all__ = ["EXECUTED_DIR", "NOTEBOOKS_DIR", "PARAMETERS_DIR", "REPO_ROOT"]
+__all__ = [
+    "EXECUTED_DIR",
+    "NOTEBOOKS_DIR",
+    "PARAMETERS_DIR",
+    "REPO_ROOT",
+    "SUMMARY_STEM",
+    "atomic_write_text",
+]
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that a reader sees either the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

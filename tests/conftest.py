@@ -1,4 +1,4 @@
-"""Test-session settings shared by every test file."""
+"""Test-session settings shared by every test file (pytest puts tests/ on sys.path: ``golden`` imports)."""
 
 import os
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rnlib import kernels
+from rnlib.training import fused
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,14 +28,14 @@ def test_train_throughput_prints_every_neuron_the_study_line_and_speedup_last():
     assert re.fullmatch(r"speedup: \d+\.\d\d", out[-1]), out[-1]
 
 
-@pytest.mark.skipif(kernels.load()[0] is None, reason=f"fused passes unavailable: {kernels.load()[1]}")
+@pytest.mark.skipif(fused.load()[0] is None, reason=f"fused passes unavailable: {fused.load()[1]}")
 def test_fused_step_prints_each_neuron_with_weights_close_and_the_smaller_ratio_last():
-    neurons = ("vanilla", "v15_dual_phase")
+    neurons = (fused.FUSED_NEURONS[0], fused.FUSED_NEURONS[-1])  # the first and last the library covers
     out = run_benchmark(
         "fused_step.py", "--neurons", *neurons, "--rounds", "1", "--steps", "2", "--threads", "1"
     )
     for neuron in neurons:
         line = next(line for line in out if line.startswith(f"{neuron} "))
-        apart = float(line.split()[1])  # after 20 steps of each kernel from the same weights
+        apart = float(line.split()[1])  # after 20 steps of each step kind from the same weights
         assert apart < 1e-4, line
     assert re.fullmatch(r"fused: \d+\.\d\d", out[-1]), out[-1]

@@ -1,13 +1,13 @@
-"""Tests for budget matching (SPEC section 2): closed-form parameter counts, nearest width, 5% tolerance."""
+"""Tests for budget matching (protocol §2): closed-form parameter counts, nearest width, 5% tolerance."""
 
 import re
 
 import pytest
 
-from rnlib.models import build_model, count_params, width_for_budget
-from rnlib.neurons import NEURONS
+from rnlib.core.models import build_model, count_params, width_for_budget
+from rnlib.core.neurons import NEURONS
 
-# SPEC §4 table, copied by hand: task -> (in_dim, out_dim, default budget)
+# protocol §4 table, copied by hand: task -> (in_dim, out_dim, default budget)
 TASK_TABLE = {
     "complex4d": (4, 1, 8000),
     "nested2d": (2, 1, 3000),
@@ -20,10 +20,10 @@ TASK_TABLE = {
     "mixedfreq": (2, 1, 5000),
 }
 NAMES = sorted(NEURONS)
-TOLERANCE = 0.05  # SPEC §2: every built model within 5% of its budget
+TOLERANCE = 0.05  # protocol §2: every built model within 5% of its budget
 
 
-# ----- closed-form counts of one hidden layer with input i and width n (SPEC §2's matrix column) ----
+# ----- closed-form counts of one hidden layer with input i and width n (protocol §2's matrix column) ----
 def full(i, n):
     """One ``Linear`` i -> n with bias."""
     return i * n + n
@@ -160,7 +160,7 @@ def test_impossible_budget_names_neuron_budget_and_nearest_count(name, budget):
 
 @pytest.mark.parametrize("budget", [0, -1, -3000])
 def test_non_positive_budget_names_neuron_budget_and_nearest_count(budget):
-    """SPEC §2: a budget no width meets within 5% is an error naming neuron, budget and nearest count."""
+    """protocol §2: a budget no width meets within 5% is an error naming neuron, budget and nearest count."""
     nearest = closed_form("singlu", 2, 1, 1)  # width 1 is the closest any width gets to a budget <= 0
     with pytest.raises(ValueError) as err:
         build_model("singlu", 2, 1, budget=budget)

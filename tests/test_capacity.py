@@ -8,20 +8,18 @@ import papermill
 import pytest
 import torch
 
-from rnlib.cache import ResultCache
-from rnlib.capacity import (
+from rnlib.analysis.capacity import capacity_figure, capacity_table, capacity_verdict
+from rnlib.core.models import build_model, count_params, param_count
+from rnlib.paths import NOTEBOOKS_DIR
+from rnlib.training.cache import ResultCache
+from rnlib.training.capacity_search import (
     RECORD_COLUMNS,
     capacity_data,
-    capacity_figure,
-    capacity_table,
-    capacity_verdict,
     capacity_width,
     measure_capacity,
     next_guess,
     search_points,
 )
-from rnlib.models import build_model, count_params, param_count
-from rnlib.paths import NOTEBOOKS_DIR
 
 MAX_POINTS = 65536
 

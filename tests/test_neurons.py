@@ -1,7 +1,9 @@
-"""Tests for rnlib.neurons and RichNet: every neuron against SPEC section 2's equations, written out anew.
+"""Tests for rnlib.core.neurons and RichNet: every neuron against protocol §2's equations, written out anew.
 
-The references (``rnlib.reference.EQUATIONS``, which share no code with rnlib's layers) read a replica's
-weights out of the module and apply the SPEC table with plain torch ops in float64 (LayerNorm by hand), so a
+The references (``rnlib.training.reference.EQUATIONS``, which share no code with rnlib's layers) read a
+replica's
+weights out of the module and apply the protocol's table with plain torch ops in float64 (LayerNorm by
+hand), so a
 changed equation, a swapped matrix or a lost term fails a test.
 """
 
@@ -10,9 +12,9 @@ import math
 import pytest
 import torch
 
-from rnlib.models import build_model
-from rnlib.neurons import NEURONS, SingleOutputLinear, Tanh, V4LowRank, batched_linear
-from rnlib.reference import EQUATIONS, NaiveNet, lin
+from rnlib.core.models import build_model
+from rnlib.core.neurons import NEURONS, SingleOutputLinear, Tanh, V4LowRank, batched_linear
+from rnlib.training.reference import EQUATIONS, NaiveNet, lin
 
 M = 2  # replicas per test model, each from its own seed
 SEEDS = (0, 1)
@@ -22,7 +24,8 @@ PI = math.pi
 NAMES = sorted(NEURONS)
 
 
-# Parameter names of one hidden layer by role, per neuron (SPEC §2: meta = Wφ, Wa, Wω, their biases, α β γ).
+# Parameter names of one hidden layer by role, per neuron (protocol §2: meta = Wφ, Wa, Wω, their biases,
+# α β γ).
 GLU = {"Wg", "bg", "Wv", "bv"}
 TWO = {"W1", "b1", "W2", "b2"}
 ONE = {"W", "b"}
@@ -127,9 +130,10 @@ def test_every_registered_neuron_has_a_reference_and_expectations():
     assert len(NEURONS) == 18
 
 
-# ----- forward vs the SPEC equations ------------------------------------------------------------------------
+# ----- forward vs the protocol equations
+# ------------------------------------------------------------------------
 def uniform(*shape, seed):
-    """U(-1, 1), SPEC §4's input domain."""
+    """U(-1, 1), protocol §4's input domain."""
     return torch.rand(*shape, generator=torch.Generator().manual_seed(seed)) * 2 - 1
 
 

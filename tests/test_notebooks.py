@@ -1,7 +1,7 @@
 """The fifteen version notebooks: their parameters, their thinness, and a smoke execution of each.
 
 The smoke test runs every notebook under papermill with parameters/smoke.yaml (one seed, 30 steps) and checks
-the records it writes against SPEC §3's table of neurons, copied here by hand as an independent reference.
+the records it writes against protocol §3's table of neurons, copied here by hand as an independent reference.
 """
 
 import math
@@ -12,16 +12,16 @@ import nbformat
 import papermill
 import pytest
 
+from rnlib.batch.profiles import declared_parameters, expand_jobs, load_profile
+from rnlib.core.tasks import TASKS
 from rnlib.paths import NOTEBOOKS_DIR, PARAMETERS_DIR
-from rnlib.profiles import declared_parameters, expand_jobs, load_profile
-from rnlib.results import read_records
-from rnlib.tasks import TASKS
+from rnlib.records import read_records
 
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("v[0-9][0-9]_*.ipynb"))
 PROFILES = sorted(PARAMETERS_DIR.glob("*.yaml"))
 BASELINES = {"vanilla", "singlu"}
-# SPEC §3: the neurons each version trains besides the baselines (v03 also tabulates every neuron's width)
-SPEC_NEURONS = {
+# protocol §3: the neurons each version trains besides the baselines (v03 also tabulates every neuron's width)
+PROTOCOL_NEURONS = {
     "v01": {"v1_rich"},
     "v02": {"siren", "bilinear", "v1_no_residual", "v1_no_norm", "v1_rich"},
     "v03": {"v1_rich"},
@@ -66,7 +66,7 @@ def read(notebook: Path) -> nbformat.NotebookNode:
 
 
 def test_fifteen_version_notebooks():
-    assert [version(nb) for nb in NOTEBOOKS] == sorted(SPEC_NEURONS)
+    assert [version(nb) for nb in NOTEBOOKS] == sorted(PROTOCOL_NEURONS)
 
 
 # ----------------------------------------------------------------------------------- (a) parameters
@@ -151,7 +151,7 @@ def test_executes_under_smoke_profile(notebook, smoke_jobs, shared_cache, tmp_pa
     seeds = sorted(job.parameters.get("seeds", [0, 1, 2]))
     tasks = job.parameters.get("tasks") or list(TASKS)
     assert (df["version"] == version(notebook)).all()
-    for neuron in SPEC_NEURONS[version(notebook)] | BASELINES:
+    for neuron in PROTOCOL_NEURONS[version(notebook)] | BASELINES:
         for task in tasks:
             rows = df[
                 (df["model"] == neuron) & (df["task"] == task) & (df["budget"] == TASKS[task].default_budget)

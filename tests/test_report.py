@@ -1,4 +1,5 @@
-"""Tests for rnlib.report: README's Results section rendered from a run's summary.json and results.csv."""
+"""Tests for rnlib.analysis.report: README's Results section rendered from a run's summary.json and
+results.csv."""
 
 from pathlib import Path
 
@@ -6,7 +7,8 @@ import pytest
 from matplotlib.figure import Figure
 from test_summary import build_run_dir
 
-from rnlib import profiles, report
+from rnlib.analysis import report
+from rnlib.batch import profiles
 from rnlib.paths import EXECUTED_DIR, REPO_ROOT
 
 README = "# Project\n\nIntro.\n\n## Results\n\n{start}\nold text\n{end}\n\n## Tests\n\nmake test\n"

@@ -13,10 +13,10 @@ import pytest
 import zmq
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
-from rnlib import runner
 from rnlib.__main__ import main
-from rnlib.profiles import Job, load_profile
-from rnlib.runner import (
+from rnlib.batch import runner
+from rnlib.batch.profiles import Job, load_profile
+from rnlib.batch.runner import (
     Outcome,
     RunError,
     Task,
@@ -69,14 +69,6 @@ def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """``python -m rnlib`` in a subprocess."""
     command = [sys.executable, "-m", "rnlib", *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def pinned_version():
-    """Pin the rnlib version in job ids, so library edits made while the tests run cannot rerun jobs."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("RNLIB_VERSION", "test")
-        yield
 
 
 @pytest.fixture(scope="module")

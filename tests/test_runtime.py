@@ -1,4 +1,5 @@
-"""Tests for rnlib.runtime: threads, glibc's heap retention, and cached training on one thread per program."""
+"""Tests for rnlib.training.runtime: threads, glibc's heap retention, and cached training on one thread
+per program."""
 
 import platform
 import subprocess
@@ -7,24 +8,24 @@ import sys
 import pytest
 import torch
 
-from rnlib import kernels, runtime
-from rnlib.cache import ResultCache
-from rnlib.study import Study
-from rnlib.trainer import TrainConfig, train
+from rnlib.training import fused, runtime
+from rnlib.training.cache import ResultCache
+from rnlib.training.study import Study
+from rnlib.training.trainer import TrainConfig, train
 
 PATTERN = """
 import resource, sys, torch
-from rnlib import runtime
-from rnlib.trainer import TrainConfig, train
+from rnlib.training import runtime
+from rnlib.training.trainer import TrainConfig, train
 torch.set_num_threads(1)
 if sys.argv[1] == "default":
     runtime.retain_freed_memory = lambda: False  # what the trainer would do without the setting
 else:
     assert runtime.retain_freed_memory()
-config = TrainConfig(steps=5, record_every=0, kernel="autograd")  # the fused step allocates once
+config = TrainConfig(steps=5, record_every=0, step="autograd")  # the fused step allocates once
 train("singlu", "mixedfreq", (0, 1, 2), config=config)  # warm-up
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-train("singlu", "mixedfreq", (0, 1, 2), config=TrainConfig(steps=200, record_every=0, kernel="autograd"))
+train("singlu", "mixedfreq", (0, 1, 2), config=TrainConfig(steps=200, record_every=0, step="autograd"))
 print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
@@ -106,13 +107,15 @@ def test_cache_fill_trains_only_the_missing_seeds_on_one_thread_and_stores_them(
 def test_study_results_do_not_depend_on_threads_or_workers(tmp_path, monkeypatch):
     """Records are bit-identical whether a study trains on one thread or two programs at once on two.
 
-    On the autograd step (``rnlib.kernels`` patched off), which the study still takes for models the fused
-    passes do not cover; the fused step's bits do not move with threads (tests/test_kernels.py).
+    On the autograd step (``rnlib.training.fused`` patched off), which the study still takes for models
+    the fused
+    passes do not cover; the fused step's bits do not move with threads (tests/test_fused.py).
     Not vacuous: the same training run directly at 2 intra-op threads differs from 1 thread in the last bits
-    on AVX2 machines (rnlib.runtime: ATen's scalar tail of each thread's chunk), and chaos grows them.
+    on AVX2 machines (rnlib.training.runtime: ATen's scalar tail of each thread's chunk), and chaos grows
+    them.
     """
     monkeypatch.delenv("RNLIB_THREADS")  # the threads set below, not conftest's
-    monkeypatch.setattr(kernels, "load", lambda: (None, "autograd for this test"))
+    monkeypatch.setattr(fused, "load", lambda: (None, "autograd for this test"))
     config = TrainConfig(steps=200, record_every=0)
     before = torch.get_num_threads()
     try:

@@ -1,4 +1,5 @@
-"""Tests for rnlib.summary and notebooks/summary.ipynb on hand-made records whose right answers are known."""
+"""Tests for rnlib.analysis.summary and notebooks/summary.ipynb on hand-made records whose right answers
+are known."""
 
 import json
 from pathlib import Path
@@ -8,12 +9,12 @@ import pandas as pd
 import papermill
 import pytest
 
-from rnlib import report, summary
+from rnlib.analysis import report, summary
+from rnlib.core.tasks import TASKS
 from rnlib.paths import NOTEBOOKS_DIR
-from rnlib.results import COLUMNS, write_records
-from rnlib.tasks import TASKS
+from rnlib.records import COLUMNS, write_records
 
-# Widths that fall with the matrices per layer, as budget matching gives them (SPEC §3, v03).
+# Widths that fall with the matrices per layer, as budget matching gives them (protocol §3, v03).
 WIDTH = {"vanilla": 40, "bilinear": 28, "singlu": 28, "v7_learned_freq": 22, "v10_free_phase": 22,
          "v9_controlled": 17}  # fmt: skip
 ADAPTIVE = ("v7_learned_freq", "v10_free_phase", "v9_controlled")
@@ -21,7 +22,7 @@ SEEDS = (0, 1, 2)
 
 
 def rec(neuron: str, task: str, seed: int, value: float, **kw: object) -> dict:
-    """One SPEC §6 record, budget-matched at the task's default budget unless told otherwise."""
+    """One protocol §7 record, budget-matched at the task's default budget unless told otherwise."""
     budget = kw.pop("budget", TASKS[task].default_budget)
     row = {"version": "v01", "neuron": neuron, "task": task, "seed": seed, "budget": budget, "params": budget,
            "width": WIDTH[neuron] * budget // TASKS[task].default_budget, "metric": TASKS[task].metric,

@@ -1,4 +1,4 @@
-"""Tests for rnlib.tasks: every task against SPEC section 4, with references written out independently."""
+"""Tests for rnlib.core.tasks: every task against protocol §4, with references written out independently."""
 
 import dataclasses
 import hashlib
@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from rnlib import tasks
-from rnlib.tasks import TASKS, Task, make_task, task_names
+from rnlib.core import tasks
+from rnlib.core.tasks import TASKS, Task, make_task, task_names
 
-# SPEC §4 table, copied by hand: name -> (kind, metric, in_dim, out_dim, n_train, n_test, default budget)
-SPEC_TABLE = {
+# protocol §4 table, copied by hand: name -> (kind, metric, in_dim, out_dim, n_train, n_test, default budget)
+PROTOCOL_TABLE = {
     "complex4d": ("regression", "mse", 4, 1, 1000, 1000, 8000),
     "nested2d": ("regression", "mse", 2, 1, 1000, 1000, 3000),
     "hifreq": ("regression", "mse", 1, 1, 1000, 1000, 5000),
@@ -25,7 +25,7 @@ SPEC_TABLE = {
     "freqgen": ("generalization", "mse", 2, 1, 1000, 1000, 3000),
     "mixedfreq": ("generalization", "mse", 2, 1, 1000, 1000, 5000),
 }
-NAMES = list(SPEC_TABLE)
+NAMES = list(PROTOCOL_TABLE)
 TENSOR_FIELDS = ("x_train", "y_train", "x_test", "y_test", "x_id_test", "y_id_test")
 PI = np.pi
 
@@ -87,7 +87,7 @@ def test_registry_is_spec_table_in_order():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_metadata_shapes_and_dtypes(name):
-    kind, metric, in_dim, out_dim, n_train, n_test, budget = SPEC_TABLE[name]
+    kind, metric, in_dim, out_dim, n_train, n_test, budget = PROTOCOL_TABLE[name]
     spec = TASKS[name]
     assert (spec.kind, spec.metric, spec.in_dim, spec.out_dim) == (kind, metric, in_dim, out_dim)
     assert (spec.n_train, spec.n_test, spec.default_budget) == (n_train, n_test, budget)
@@ -143,7 +143,7 @@ def test_tasks_do_not_share_random_streams():
 
 _HASH_SCRIPT = """
 import hashlib
-from rnlib.tasks import TASKS, make_task
+from rnlib.core.tasks import TASKS, make_task
 h = hashlib.sha256()
 for name in TASKS:
     task = make_task(name, 7)

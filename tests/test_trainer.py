@@ -1,22 +1,23 @@
-"""The batched trainer against the naive reference loop (rnlib.reference), divergence isolation, the cache."""
+"""The batched trainer against the naive reference loop (rnlib.training.reference), divergence isolation,
+the cache."""
 
 import math
 
 import pytest
 import torch
 
-from rnlib.cache import ResultCache
-from rnlib.diagnostics import DEFAULT_RECORDERS
-from rnlib.models import build_model
-from rnlib.neurons import NEURONS
-from rnlib.reference import naive_train
-from rnlib.results import read_records
-from rnlib.study import Model, Study
-from rnlib.tasks import make_task
-from rnlib.trainer import TrainConfig, TrainState, train, train_models
+from rnlib.core.models import build_model
+from rnlib.core.neurons import NEURONS
+from rnlib.core.tasks import make_task
+from rnlib.records import read_records
+from rnlib.training.cache import ResultCache
+from rnlib.training.diagnostics import DEFAULT_RECORDERS
+from rnlib.training.reference import naive_train
+from rnlib.training.study import Study, Variant
+from rnlib.training.trainer import TrainConfig, TrainState, train, train_models
 
 SEEDS = [0, 1, 2]
-EQUIV_STEPS = 50  # SPEC-level chaos: curves of any two implementations part after ~100-150 steps
+EQUIV_STEPS = 50  # protocol-level chaos: curves of any two implementations part after ~100-150 steps
 # ReLU's kink: a pre-activation within rounding of 0 takes the other branch in one implementation, and Adam
 # turns that unit's small gradient difference into steps of up to lr, so vanilla's weights get one lr of slack
 # (measured: 1.6e-4 on seed 2 after 50 steps; every smooth neuron stays within rtol 1e-4, atol 1e-5).
@@ -27,7 +28,8 @@ WEIGHT_ATOL = {"vanilla": 1e-3}
 def test_batched_equals_naive_over_first_steps(neuron):
     """Same init; loss curve and weights equal to float32 rounding over the first 50 steps, per replica.
 
-    The naive side is ``rnlib.reference``: SPEC's equations in stock PyTorch (``addmm``, ``torch.tanh``,
+    The naive side is ``rnlib.training.reference``: the protocol's equations in stock PyTorch (``addmm``,
+    ``torch.tanh``,
     ``torch.optim.Adam``, ``CosineAnnealingLR``), so this checks rnlib's batched layers, custom backward
     passes, fused Adam and schedule together against code that shares none of them."""
     task = "spiral" if neuron in ("singlu", "v10_free_phase", "v15_dual_phase") else "nested2d"
@@ -138,7 +140,7 @@ def test_cache_reuses_and_keys_on_everything(tmp_path):
     assert run(budget=4000).trained == 2
     assert run(tasks=["hifreq"]).trained == 2
     other = Study("vc", seeds=[0, 1], tasks=["nested2d"], steps=20, records=tmp_path / "r.csv", cache=cache)
-    other.run([Model("singlu", init="siren", omega=30.0)])
+    other.run([Variant("singlu", init="siren", omega=30.0)])
     assert other.trained == 2
 
 

@@ -21,24 +21,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pandas as pd
 import torch
-from matplotlib.figure import Figure
 from torch import Tensor
 
-from rnlib import runtime
-from rnlib.cache import ResultCache, cache_key
-from rnlib.models import DEFAULT_DEPTH, param_count
+from rnlib.core.catalog import CAPACITY_KINDS as KINDS
+from rnlib.core.models import DEFAULT_DEPTH, param_count
+from rnlib.core.tasks import Task, generator_seed
 from rnlib.paths import EXECUTED_DIR
-from rnlib.plots import palette  # also picks the matplotlib backend (Agg outside a kernel)
-from rnlib.results import COLUMNS, write_records
-from rnlib.tasks import Task, generator_seed
-from rnlib.trainer import RunResult, TrainConfig, train_models
+from rnlib.records import COLUMNS, write_records
+from rnlib.training import runtime
+from rnlib.training.cache import ResultCache, cache_key
+from rnlib.training.trainer import RunResult, TrainConfig, train_models
 
-KINDS = ("binary", "real")
-IN_DIM = 8  # x ~ N(0, I8), as the `memorize` task of SPEC §4
-OUT_DIM = {"binary": 2, "real": 1}  # SPEC §4: classification uses 2 logits and cross-entropy
+IN_DIM = 8  # x ~ N(0, I8), as the `memorize` task of protocol §4
+OUT_DIM = {"binary": 2, "real": 1}  # protocol §4: classification uses 2 logits and cross-entropy
 BLOCK = 1024  # points are drawn in blocks of this size, so the first N points never depend on N
 # first step from the guess (~19%); squared after each further step the same way (41%, 2×, 4×, ...)
 START_FACTOR = 2**0.25
@@ -46,8 +43,6 @@ START_FACTOR = 2**0.25
 # at 500 parameters in a pilot (binary 0.7-2.0, real 0.25-0.6); later budgets follow each neuron's own trend
 PRIOR_RATIO = {"binary": 1.2, "real": 0.4}
 TARGET_VARIANCE = 1.0  # real targets are y ~ N(0, 1)
-CLAIMED_RATIO = 168_327  # the original headline: "stores 168,327× more information per parameter"
-COVER_BITS = 2.0  # Cover 1965: capacity of one linear threshold unit, 2 bits (points) per weight
 RECORD_COLUMNS = (*COLUMNS, "bits_per_param")
 
 
@@ -56,7 +51,7 @@ class CapacitySettings:
     """How one probe trains and how "fitted" is decided; the notebook reports the answer's sensitivity."""
 
     steps: int = 200  # full-batch Adam steps per probe: fitting random labels, not a converged optimum
-    lr: float = 3e-2  # 30× SPEC §5's: a pure fitting problem, nothing to generalise; cosine-decayed to 0
+    lr: float = 3e-2  # 30× protocol §5's: a pure fitting problem, nothing to generalise; cosine-decayed to 0
     tolerance: float = 1e-3  # real: fitted when train MSE ≤ tolerance·Var(y), Var(y) = 1; R² ≈ 0.999
     max_points: int = 65536  # search ceiling; a seed that fits this many is reported as censored
     resolution: float = 1.0905  # ≈ 2^(1/8): stop when (smallest N not fitted) ÷ (largest N fitted) ≤ this
@@ -84,7 +79,7 @@ def capacity_data(kind: str, n: int, seed: int) -> tuple[Tensor, Tensor]:
     xs, ys = [], []
     for block in range(math.ceil(n / BLOCK)):  # why blocks: N and N' > N share their first N points
         gen = torch.Generator().manual_seed(generator_seed(f"capacity_{kind}/{block}", seed))
-        # float64 draws give the same bits on every CPU (see rnlib.tasks)
+        # float64 draws give the same bits on every CPU (see rnlib.core.tasks)
         xs.append(torch.randn(BLOCK, IN_DIM, generator=gen, dtype=torch.float64))
         if kind == "binary":
             ys.append(torch.randint(0, 2, (BLOCK,), generator=gen))
@@ -254,7 +249,7 @@ class CapacityRun:
         self, neuron: str, kind: str, budget: int, width: int, params: int, seed: int, b: Bracket,
         r: RunResult | None, seconds: float,
     ) -> dict:  # fmt: skip
-        """One SPEC §6 record: value = points fitted (the search's lower end), plus bits per parameter.
+        """One protocol §7 record: value = points fitted (the search's lower end), plus bits per parameter.
 
         ``train_value`` is the training accuracy (binary) or MSE (real) at that N; ``seconds`` the seed's
         training time over all its probes; ``diverged`` stays False, a diverged probe counts as not fitted.
@@ -298,7 +293,7 @@ def next_guess(history: Sequence[tuple[int, float]], budget: int, prior: float) 
 
 
 def write_capacity_records(records: pd.DataFrame, path: str | Path) -> Path:
-    """Write RECORD_COLUMNS (SPEC §6 plus ``bits_per_param``) as CSV atomically."""
+    """Write RECORD_COLUMNS (protocol §7 plus ``bits_per_param``) as CSV atomically."""
     return write_records(records, path, extra=RECORD_COLUMNS[len(COLUMNS) :])
 
 
@@ -339,135 +334,3 @@ def measure_capacity(
 
 
 # ---------------------------------------------------------------- reading the records
-def capacity_stats(records: pd.DataFrame) -> pd.DataFrame:
-    """Per (task, neuron, budget): parameters, and bits per parameter's mean, std (ddof 1), min, max, n."""
-    g = records.groupby(["task", "neuron", "budget"], sort=False)
-    out = g.agg(
-        params=("params", "mean"), mean=("bits_per_param", "mean"), std=("bits_per_param", "std"),
-        low=("bits_per_param", "min"), high=("bits_per_param", "max"), n=("bits_per_param", "count"),
-    ).reset_index()  # fmt: skip
-    out["std"] = out["std"].fillna(0.0)
-    return out
-
-
-def capacity_table(records: pd.DataFrame, kind: str = "binary") -> pd.DataFrame:
-    """Neuron × budget table of bits (binary) or points (real) per parameter, ``mean ± std (n)``, ★ = best."""
-    stats = capacity_stats(records[records["task"] == f"capacity_{kind}"])
-    best = stats.loc[stats.groupby("budget")["mean"].idxmax(), ["neuron", "budget"]]
-    best = set(best.itertuples(index=False, name=None))
-    stats["cell"] = [
-        f"{'★ ' if (r.neuron, r.budget) in best else ''}{r.mean:.2f} ± {r.std:.2f} (n={r.n})"
-        for r in stats.itertuples()
-    ]
-    table = stats.pivot(index="neuron", columns="budget", values="cell")
-    table = table.loc[list(dict.fromkeys(stats["neuron"]))]
-    table.columns = [f"{b} params" for b in table.columns]
-    return table
-
-
-def capacity_figure(records: pd.DataFrame) -> Figure:
-    """Bits (points) per parameter vs parameters, one line per neuron with every seed as a dot, per kind."""
-    kinds = [k for k in KINDS if f"capacity_{k}" in set(records["task"])]
-    fig, axes = plt.subplots(
-        1, len(kinds), figsize=(5.5 * len(kinds), 4.2), squeeze=False, layout="constrained"
-    )
-    axes = axes[0]
-    neurons = list(dict.fromkeys(records["neuron"]))
-    colors = palette(neurons)
-    for ax, kind in zip(axes, kinds, strict=True):
-        rows = records[records["task"] == f"capacity_{kind}"]
-        stats = capacity_stats(rows)
-        for neuron in neurons:
-            s, r = stats[stats["neuron"] == neuron], rows[rows["neuron"] == neuron]
-            ax.plot(s["params"], s["mean"], "-o", color=colors[neuron], label=neuron, lw=1.5, ms=4)
-            ax.scatter(r["params"], r["bits_per_param"], color=colors[neuron], s=10, alpha=0.45)
-        if kind == "binary":
-            ax.axhline(COVER_BITS, color="k", ls="--", lw=1, label="2 bits/param (Cover; Allen-Zhu & Li)")
-            ax.set(ylabel="bits per parameter (points fitted ÷ params)", title="random binary labels")
-        else:
-            ax.axhline(1.0, color="k", ls=":", lw=1, label="1 point/param (N equations, P unknowns)")
-            ax.set(ylabel="points per parameter", title="random real targets (MSE ≤ tol·Var y)")
-        budgets = sorted(rows["budget"].unique())
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(budgets, [f"{b:,}" for b in budgets], minor=False)
-        ax.minorticks_off()
-        ax.set_ylim(bottom=0)
-        ax.set_xlabel("parameters (budget; dots at each model's actual count)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, handles=ax.get_lines()[-1:] if ax is not axes[0] else None)
-    plt.close(fig)  # why: the notebook shows the returned figure once (the rnlib.plots convention)
-    return fig
-
-
-def sensitivity_table(records: pd.DataFrame, rerun: pd.DataFrame) -> pd.DataFrame:
-    """Per (task, neuron, budget): bits per parameter at the base settings and the rerun, and their ratio."""
-    keys = ["task", "neuron", "budget", "seed"]
-    both = records.merge(rerun, on=keys, suffixes=("", "_rerun"))
-    both["ratio"] = both["bits_per_param_rerun"] / both["bits_per_param"]
-    g = both.groupby(keys[:3], sort=False)
-    out = g.agg(
-        base=("bits_per_param", "mean"), rerun=("bits_per_param_rerun", "mean"), ratio=("ratio", "mean"),
-        ratio_low=("ratio", "min"), ratio_high=("ratio", "max"), n=("ratio", "count"),
-    ).reset_index()  # fmt: skip
-    return out.round(3)
-
-
-def sensitivity_line(sensitivity: pd.DataFrame, factor: int = 2) -> str:
-    """One sentence: how much the answer moves when the probes train ``factor`` × longer."""
-    if sensitivity.empty:
-        return "no sensitivity rerun."
-    parts = []
-    for task, rows in sensitivity.groupby("task", sort=False):
-        parts.append(
-            f"{task.removeprefix('capacity_')}: ×{rows['ratio'].mean():.2f} on average "
-            f"(×{rows['ratio_low'].min():.2f} to ×{rows['ratio_high'].max():.2f} over budgets and seeds)"
-        )
-    neurons = ", ".join(dict.fromkeys(sensitivity["neuron"]))
-    return (
-        f"With {factor}× the steps, {neurons}'s points per parameter change by " + "; ".join(parts) + ". "
-        "The measure is what this optimiser fits in this many steps, a lower bound on the capacity."
-    )
-
-
-def capacity_verdict(records: pd.DataFrame, baseline: str = "vanilla", kind: str = "binary") -> str:
-    """Does any neuron store more bits per parameter than ``baseline``, by how much, and how consistently?"""
-    rows = records[records["task"] == f"capacity_{kind}"]
-    unit = "bits" if kind == "binary" else "points"
-    base = rows[rows["neuron"] == baseline].set_index(["budget", "seed"])["bits_per_param"]
-    if base.empty:
-        return f"no {baseline} records for {kind} targets: nothing to compare with."
-    lines = []
-    for neuron, r in rows[rows["neuron"] != baseline].groupby("neuron", sort=False):
-        paired = r.set_index(["budget", "seed"])["bits_per_param"]
-        common = paired.index.intersection(base.index)
-        ratio = (paired[common] / base[common]).replace([math.inf], math.nan).dropna()
-        per_budget = paired[common].groupby(level=0).mean() / base[common].groupby(level=0).mean()
-        wins = int((paired[common] > base[common]).sum())
-        lines.append((per_budget.mean(), neuron, per_budget, ratio, wins, len(common)))
-    lines.sort(reverse=True)
-    b = capacity_stats(rows[rows["neuron"] == baseline])
-    text = [
-        f"{kind} targets: {baseline} stores {b['mean'].min():.2f} to {b['mean'].max():.2f} {unit}/param "
-        f"across budgets (seed std ≤ {b['std'].max():.2f})."
-    ]
-    for mean, neuron, per_budget, ratio, wins, n in lines:
-        s = capacity_stats(rows[rows["neuron"] == neuron])
-        verb = "more" if mean > 1 else "less"
-        text.append(
-            f"{neuron}: {s['mean'].min():.2f} to {s['mean'].max():.2f} {unit}/param (seed std ≤ "
-            f"{s['std'].max():.2f}); {mean:.2f}× {baseline} on average, {verb}, ×{per_budget.min():.2f} to "
-            f"×{per_budget.max():.2f} over budgets; above {baseline} in {wins} of {n} seed pairs"
-            + (f" (per-seed ratios ×{ratio.min():.2f} to ×{ratio.max():.2f})." if len(ratio) else ".")
-        )
-    better = [neuron for mean, neuron, *_ in lines if mean > 1]
-    top = lines[0][0] if lines else math.nan
-    text.append(
-        f"Verdict: {len(better)} of {len(lines)} neurons store more {unit} per parameter than {baseline}"
-        + (f"; the most, {lines[0][1]}, ×{top:.2f} on average" if better else "")
-        + (
-            f", {CLAIMED_RATIO / top:,.0f} times less than the claimed {CLAIMED_RATIO:,}×."
-            if top > 0
-            else "."
-        )
-    )
-    return "\n".join(text)

@@ -1,51 +1,14 @@
-"""The result record (SPEC §6): one row per (version, model, task, seed, budget), tidy, written atomically.
-
-Also the tables every notebook shows: mean ± std over seeds with the seed count and the best marked, and
-the win counts behind each verdict.
+"""The tables every notebook shows from its records (``rnlib.records``): mean ± std over seeds with the seed
+count and the best marked, and the win counts behind each verdict.
 """
 
 from __future__ import annotations
 
-import io
 import math
-from pathlib import Path
 
 import pandas as pd
 
-from rnlib.cache import atomic_write_text
-from rnlib.metrics import lower_is_better
-
-# SPEC §6's required columns, then what a reader needs to tell variants apart.
-COLUMNS = (
-    "version", "neuron", "task", "seed", "budget", "params", "width", "metric", "value", "train_value",
-    "steps", "diverged", "seconds", "id_value",
-    "model", "kind", "omega", "init", "depth", "lr", "total_steps", "diverged_step",
-)  # fmt: skip
-KEY = ("version", "model", "task", "seed", "budget")  # unique per record
-
-
-def write_records(df: pd.DataFrame, path: str | Path, extra: tuple[str, ...] = ()) -> Path:
-    """Write records (COLUMNS, then ``extra`` ones) as CSV atomically: a kill never leaves half a file."""
-    missing = [c for c in (*COLUMNS, *extra) if c not in df.columns]
-    if missing:
-        raise ValueError(f"records lack column(s) {', '.join(missing)}; required: {', '.join(COLUMNS)}")
-    if df.duplicated(list(KEY)).any():
-        dup = df[df.duplicated(list(KEY), keep=False)][list(KEY)].head(2).to_dict("records")
-        raise ValueError(f"duplicate records for key {KEY}: {dup}")
-    path = Path(path)
-    atomic_write_text(path, df[[*COLUMNS, *extra]].to_csv(index=False, float_format="%.9g"))
-    return path
-
-
-def read_records(paths: str | Path | list[str | Path]) -> pd.DataFrame:
-    """Read and concatenate record CSVs (a directory means every ``*.records.csv`` in it)."""
-    if isinstance(paths, (str, Path)):
-        p = Path(paths)
-        paths = sorted(p.glob("*.records.csv")) if p.is_dir() else [p]
-    frames = [pd.read_csv(io.StringIO(Path(p).read_text())) for p in paths]
-    if not frames:
-        return pd.DataFrame(columns=list(COLUMNS))
-    return pd.concat(frames, ignore_index=True)
+from rnlib.core.catalog import lower_is_better
 
 
 def format_value(mean: float, std: float, metric: str) -> str:
@@ -129,15 +92,3 @@ def beats_line(records: pd.DataFrame, model: str, baseline: str) -> str:
         f"{model} beats {baseline} on {len(wins)} of {len(c)} tasks "
         f"({', '.join(wins['task']) or 'none'}), in every seed on {every_seed} of them"
     )
-
-
-def rank_table(records: pd.DataFrame) -> pd.DataFrame:
-    """Rank of each model per task by mean metric (1 = best), with the mean rank over tasks."""
-    agg = aggregate(records)
-    ranks = {}
-    for task, rows in agg.dropna(subset=["mean"]).groupby("task", sort=False):
-        sign = 1 if lower_is_better(rows["metric"].iloc[0]) else -1
-        ranks[task] = pd.Series((sign * rows["mean"]).rank(method="min").to_numpy(), index=rows["model"])
-    table = pd.DataFrame(ranks).T  # (tasks, models)
-    table.loc["mean rank"] = table.mean()
-    return table

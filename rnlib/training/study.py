@@ -6,27 +6,31 @@ call appends its records to the notebook's records file, rewritten atomically ea
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import torch
 
-from rnlib import runtime
-from rnlib.cache import ResultCache, cache_key
-from rnlib.diagnostics import DEFAULT_RECORDERS
-from rnlib.models import DEFAULT_DEPTH, RichNet, param_count, width_for_budget
-from rnlib.neurons import neuron_class
+from rnlib.core.models import DEFAULT_DEPTH, RichNet, param_count, width_for_budget
+from rnlib.core.neurons import neuron_class
+from rnlib.core.tasks import TASKS, hifreq_target, make_task, ood_target, task_names
 from rnlib.paths import EXECUTED_DIR
-from rnlib.results import COLUMNS, KEY, write_records
-from rnlib.tasks import TASKS, task_names
-from rnlib.trainer import RunResult, TrainConfig, train, train_models
+from rnlib.provenance import STEP_ENV
+from rnlib.records import COLUMNS, KEY, write_records
+from rnlib.training import runtime
+from rnlib.training.cache import ResultCache, cache_key
+from rnlib.training.diagnostics import DEFAULT_RECORDERS
+from rnlib.training.trainer import RunResult, TrainConfig, train, train_models
 
 
 @dataclass(frozen=True)
-class Model:
+class Variant:
     """One model variant to train: a registered neuron, its options, and the name tables show."""
 
     neuron: str
@@ -71,6 +75,35 @@ class Results:
         return pd.DataFrame(rows, columns=["seed", "when", "value"])
 
 
+@dataclass(frozen=True)
+class PlaneGrid:
+    """What a decision-boundary figure draws: per model, class-1 probability over a square grid."""
+
+    task: str
+    seed: int
+    axis: np.ndarray  # (P,): both axes
+    probability: dict[str, np.ndarray]  # label -> (P, P), rows over x2, columns over x1
+    accuracy: dict[str, float]  # label -> test accuracy
+    x_test: np.ndarray  # (N, 2)
+    y_test: np.ndarray  # (N,)
+
+
+@dataclass(frozen=True)
+class LineCurves:
+    """What an extrapolation figure draws: per model, predictions of a 1-D task, and the target."""
+
+    task: str
+    seed: int
+    x: np.ndarray  # (N,)
+    target: np.ndarray  # (N,)
+    predictions: dict[str, np.ndarray]  # label -> (N,)
+    train_range: tuple[float, float]
+    ood_range: tuple[float, float] | None  # the OOD test range, for tasks that have one
+
+
+TARGETS_1D = {"ood": ood_target, "hifreq": hifreq_target}  # 1-D tasks whose target line_curves can draw
+
+
 def resolve_tasks(tasks: Sequence[str] | None) -> list[str]:
     """The named tasks in registry order (all when empty); unknown names fail listing the valid ones."""
     if not tasks:
@@ -100,19 +133,21 @@ class Study:
         record_every: int = 100,
         cache: ResultCache | None = None,
         workers: int = 0,
+        step: str = "",
     ) -> None:
         if not seeds:
             raise ValueError("seeds must name at least one seed")
         self.version, self.seeds, self.budget = version, [int(s) for s in seeds], budget
         self.tasks = resolve_tasks(tasks)
         self.omega, self.depth = float(omega), depth
-        self.config = TrainConfig(steps=steps, lr=lr, record_every=record_every, device=device)
+        step = step or os.environ.get(STEP_ENV, "auto")  # a profile's `step` reaches a kernel as RNLIB_STEP
+        self.config = TrainConfig(steps=steps, lr=lr, record_every=record_every, device=device, step=step)
         self.records_path = (
             Path(records) if records else EXECUTED_DIR / "interactive" / f"{version}.records.csv"
         )
         self.cache = cache or ResultCache()
         runtime.configure()
-        # programs trained at once, one intra-op thread each (rnlib.runtime: results never depend on it)
+        # programs trained at once, one intra-op thread each (rnlib.training.runtime: results never move)
         self.workers = workers or runtime.program_workers(device)
         self.frames: list[pd.DataFrame] = []
         self.trained = self.reused = 0
@@ -138,7 +173,7 @@ class Study:
 
     def run(
         self,
-        models: Sequence[str | Model],
+        models: Sequence[str | Variant],
         tasks: Sequence[str] | None = None,
         *,
         budget: int | Mapping[str, int] | None = None,
@@ -148,7 +183,7 @@ class Study:
         The (model, task) programs the cache lacks train ``self.workers`` at a time, one thread each.
         """
         start = time.perf_counter()
-        models = [m if isinstance(m, Model) else Model(m) for m in models]
+        models = [m if isinstance(m, Variant) else Variant(m) for m in models]
         jobs = [
             (model, task, self.budget_for(task, budget))
             for task in (resolve_tasks(tasks) if tasks is not None else self.tasks)
@@ -170,7 +205,7 @@ class Study:
 
     def fit_models(
         self,
-        models: Sequence[str | Model],
+        models: Sequence[str | Variant],
         task: str,
         seeds: Sequence[int] | None = None,
         *,
@@ -180,9 +215,9 @@ class Study:
 
         For figures that need predictions (decision boundaries, extrapolation); nothing is cached or recorded.
         """
-        models = [m if isinstance(m, Model) else Model(m) for m in models]
+        models = [m if isinstance(m, Variant) else Variant(m) for m in models]
 
-        def fit(model: Model) -> RichNet:
+        def fit(model: Variant) -> RichNet:
             sizing, options = self.settings(model, self.budget_for(task, budget))
             net, _ = train_models(
                 model.neuron, task, list(seeds or self.seeds), **sizing, depth=self.depth, **options,
@@ -194,12 +229,58 @@ class Study:
             zip([m.name for m in models], runtime.map_programs(fit, models, self.workers), strict=True)
         )
 
-    def settings(self, model: Model, budget: int) -> tuple[dict[str, int], dict[str, float | str]]:
+    def decision_grid(
+        self, models: Sequence[str | Variant], task: str = "spiral", seed: int = 0, points: int = 200
+    ) -> PlaneGrid:
+        """Each model retrained on ``seed``: class-1 probability on a ``points``² grid, test accuracy."""
+        data = make_task(task, seed)
+        nets = self.fit_models(models, task, [seed])
+        lim = float(data.x_test.abs().max()) * 1.1
+        axis = torch.linspace(-lim, lim, points)
+        grid = torch.cartesian_prod(axis, axis).flip(1)  # (points², 2), row-major over (x2, x1)
+        probability, accuracy = {}, {}
+        with torch.no_grad():
+            for label, net in nets.items():
+                device = next(net.parameters()).device
+                p = net(grid[None].to(device)).softmax(-1)[0, :, 1].cpu()  # (points²,)
+                hits = net(data.x_test[None].to(device))[0].argmax(-1).cpu() == data.y_test
+                probability[label] = p.view(points, points).numpy()
+                accuracy[label] = float(hits.float().mean())
+        return PlaneGrid(
+            task, seed, axis.numpy(), probability, accuracy, data.x_test.numpy(), data.y_test.numpy()
+        )
+
+    def line_curves(
+        self,
+        models: Sequence[str | Variant],
+        task: str = "ood",
+        x_range: tuple[float, float] = (-3.0, 3.0),
+        seed: int = 0,
+        points: int = 600,
+    ) -> LineCurves:
+        """Each model retrained on ``seed``: predictions of a 1-D task over ``x_range``, and the target."""
+        if task not in TARGETS_1D:
+            raise KeyError(f"no 1-D target for task {task!r}; valid: {', '.join(TARGETS_1D)}")
+        data = make_task(task, seed)
+        x = torch.linspace(*x_range, points)[:, None]  # (N, 1)
+        nets = self.fit_models(models, task, [seed])
+        with torch.no_grad():
+            predictions = {
+                label: net(x[None].to(next(net.parameters()).device))[0, :, 0].cpu().numpy()
+                for label, net in nets.items()
+            }  # label -> (N,)
+        ood = None if data.x_id_test is None else (float(data.x_test.min()), float(data.x_test.max()))
+        return LineCurves(
+            task, seed, x[:, 0].numpy(), TARGETS_1D[task](x.double()).float()[:, 0].numpy(), predictions,
+            (float(data.x_train.min()), float(data.x_train.max())), ood,
+        )  # fmt: skip
+
+    def settings(self, model: Variant, budget: int) -> tuple[dict[str, int], dict[str, float | str]]:
         """How ``model`` is sized (its fixed width, else ``budget``) and its options (ω, init)."""
         sizing = {"width": model.width} if model.width else {"budget": budget}
         return sizing, {"omega": self.omega if model.omega is None else model.omega, "init": model.init}
 
-    def train_cached(self, model: Model, task: str, budget: int) -> tuple[list[RunResult], int]:
+    def train_cached(self, model: Variant, task: str, budget: int) -> tuple[list[RunResult], int]:
         """Each seed's replica from the cache, training the missing seeds together in one batch.
 
         Returns the replicas in seed order and how many of them were trained here.
@@ -219,8 +300,8 @@ class Study:
         )  # fmt: skip
         return [found[s] for s in self.seeds], len(missing)
 
-    def record(self, model: Model, task: str, budget: int, r: RunResult) -> dict:
-        """One SPEC §6 record."""
+    def record(self, model: Variant, task: str, budget: int, r: RunResult) -> dict:
+        """One protocol §7 record."""
         return {
             "version": self.version,
             "neuron": model.neuron,

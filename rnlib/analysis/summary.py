@@ -1,9 +1,10 @@
-"""The study's summary: tables, regime map and the six findings' verdicts, from a run's records (SPEC §6).
+"""The study's summary: tables, regime map and the six findings' verdicts, from a run's records (protocol §7).
 
-Pure functions over DataFrames; nothing here trains or reads files (rnlib.report does). A result trained once
-is reused by several notebooks through the cache, so pooled records are deduplicated. *Core* rows are the
-budget-matched, default-option, standard-protocol runs at each task's standard budget, one per neuron: the
-heatmap, regime map and findings read only those: a variant (ω = 30, a fixed width) never decides a verdict.
+Pure functions over DataFrames; nothing here trains or reads files (rnlib.analysis.report does). A result
+trained once is reused by several notebooks through the cache, so pooled records are deduplicated. *Core*
+rows are the budget-matched, default-option, standard-protocol runs at each task's standard budget, one per
+neuron: the heatmap, regime map and findings read only those: a variant (ω = 30, a fixed width) never
+decides a verdict.
 """
 
 from __future__ import annotations
@@ -15,13 +16,11 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from rnlib.metrics import lower_is_better
-from rnlib.neurons import NEURONS
-from rnlib.results import aggregate, summary_table
-from rnlib.tasks import TASKS
+from rnlib.analysis.tables import aggregate, summary_table
+from rnlib.core.catalog import NEURONS, TASKS, lower_is_better
 
-FLOAT_FLOOR = 1e-8  # why: SPEC §4; below it an MSE sits at float32 precision, so a ratio of two is noise
-BUDGET_TOLERANCE = 0.05  # SPEC §2: a budget-matched model's count lies within 5% of its budget
+FLOAT_FLOOR = 1e-8  # why: protocol §4; below it an MSE sits at float32 precision, so a ratio of two is noise
+BUDGET_TOLERANCE = 0.05  # protocol §2: a budget-matched model's count lies within 5% of its budget
 SUPPORT_SHARE = 0.75  # a claim is supported when at least 3/4 of its comparisons agree with it,
 CONTRA_SHARE = 0.25  # contradicted when at most 1/4 do, and mixed in between
 FAR_MORE = 10.0  # "far more" OOD degradation: a factor at least an order of magnitude above vanilla's
@@ -207,7 +206,7 @@ def precision_notes(df: pd.DataFrame) -> list[str]:
                 notes.append(
                     f"{task}: {len(low)} of {len(means)} neurons reach {label} MSE below {FLOAT_FLOOR:g} "
                     f"({low.min():.1e} to {low.max():.1e}), i.e. float precision; ratios between them are "
-                    "not a finding (SPEC §4)"
+                    "not a finding (protocol §4)"
                 )
                 break
     return notes
@@ -232,11 +231,10 @@ def relative_to_vanilla(df: pd.DataFrame) -> pd.DataFrame:
 
 def neuron_info(neuron: str) -> dict[str, object]:
     """Registry facts of a neuron: matrices per layer, whether they are factorised (low rank), periodic."""
-    cls = NEURONS.get(neuron)
-    if cls is None:
+    decl = NEURONS.get(neuron)
+    if decl is None:
         return {"matrices": np.nan, "factorised": False, "periodic": False}
-    periodic = any(m.periodic for m in cls.matrices)
-    return {"matrices": len(cls.matrices), "factorised": hasattr(cls, "rank"), "periodic": periodic}
+    return {"matrices": len(decl.matrices), "factorised": decl.low_rank, "periodic": decl.periodic}
 
 
 def widths(df: pd.DataFrame) -> pd.DataFrame:
@@ -392,7 +390,7 @@ def finding_capacity(df: pd.DataFrame) -> Finding:
     ]
     parts += [
         f"memorize train MSE: singlu {r.model_mean:.1e} and vanilla {r.other_mean:.1e} are both below "
-        f"{FLOAT_FLOOR:g}, float precision, so their ratio is not a finding (SPEC §4)"
+        f"{FLOAT_FLOOR:g}, float precision, so their ratio is not a finding (protocol §4)"
         for r in mem[mem["outcome"] == "tie"].itertuples()
     ]
     parts += [] if len(cap) else ["no capacity records (notebooks/capacity) in this run"]
@@ -553,7 +551,7 @@ class Summary:
     regime: pd.DataFrame
     regime_by_kind: pd.DataFrame
     findings: list[Finding]
-    notes: list[str]  # float-precision caveats (SPEC §4)
+    notes: list[str]  # float-precision caveats (protocol §4)
     runs: pd.DataFrame
     provenance: dict
 

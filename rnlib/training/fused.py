@@ -2,8 +2,8 @@
 
 At the study's sizes (a few thousand parameters, 1000 points) a training step is bound by the number of
 passes over memory, not by arithmetic: autograd runs each elementwise op of a neuron, its backward and the
-thin first layer and one-output head as separate kernels. Here the hidden layers' matmuls stay PyTorch's
-(``baddbmm``/``bmm``, as in ``rnlib.neurons``), and the rest runs as C passes (``kernels.c``): each
+thin first layer and one-output head as separate PyTorch ops. Here the hidden layers' matmuls stay PyTorch's
+(``baddbmm``/``bmm``, as in ``rnlib.core.neurons``), and the rest runs as C passes (``fused.c``): each
 neuron's activation with its hand-derived backward, one row of units at a time; the thin first layer (few
 inputs) as row multiply-adds; the one-output MSE head with its loss and backward in one pass. The passes
 spread their rows over as many threads as PyTorch's intra-op setting (``torch.get_num_threads()``), on the
@@ -11,15 +11,21 @@ OpenMP runtime PyTorch loads, and give the same bits at every thread count. Grad
 parameters' ``.grad`` views (``FlatAdam``'s flat buffer), so the optimizer, the diagnostics callbacks and
 everything after the step are the autograd path's.
 
-The C source is compiled on first use with the system's C compiler into ``.cache/kernels`` (``make setup``
-builds it ahead) for x86-64 CPUs with AVX2 and FMA, whose vector ``sin``/``cos``/``exp`` come from glibc's
-libmvec. Where that is not possible, or for a model the passes do not cover (``v4_lowrank``'s factorised
-matrices, widths above ``MAX_WIDTH``, CUDA), the trainer uses autograd, which is also the reference the tests
-hold these passes to. Which of the two this machine trains with is part of every cache key and job id
-(``rnlib.provenance.trainer_step``), since they agree only to float32 rounding. ``RNLIB_KERNEL=autograd``
-turns the fused step off for a process; ``TrainConfig(kernel=...)`` chooses per training run.
+The C source is compiled on first use with the system's C compiler into ``.cache/fused`` (or
+``$RNLIB_FUSED_DIR``; ``make setup`` builds it ahead) for x86-64 CPUs with AVX2 and FMA, whose vector
+``sin``/``cos``/``exp`` come from glibc's libmvec. The library names its neurons: ``fused.c``'s table gives
+each its registry name and saved-row count, read here once (``table``), so ``fused_neurons()`` (also
+``FUSED_NEURONS``) is whatever the built library covers. Where this machine cannot take the fused step
+(``machine_support``), or for a model the passes do not cover (a neuron with no entry, such as
+``v4_lowrank``'s factorised matrices; widths above the library's ``rn_max_width``; CUDA), the trainer uses
+autograd, which is also the reference the tests hold these passes to. Before a process first trains a neuron
+with the fused step, ``disagreement`` checks it against autograd on a small model (per head and first-layer
+kind), with the neuron class's ``activate`` as it is now; on a mismatch the neuron trains with autograd.
+Which of the two steps this machine trains with is part of every cache key and job id (``rnlib.provenance``),
+since they agree only to float32 rounding. ``RNLIB_STEP=autograd`` turns the fused step off for a process;
+``TrainConfig(step=...)`` chooses per training run.
 
-    python -m rnlib.kernels     # build the library now and say which step the trainer will use
+    python -m rnlib.training.fused     # build the library now and say which step the trainer will use
 """
 
 from __future__ import annotations
@@ -28,10 +34,9 @@ import ctypes
 import functools
 import hashlib
 import os
-import platform
-import shutil
 import subprocess
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,64 +44,41 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rnlib.models import RichNet
-from rnlib.neurons import NeuronLayer
+from rnlib.core.metrics import replica_loss
+from rnlib.core.models import RichNet
+from rnlib.core.neurons import NeuronLayer, neuron_class
 from rnlib.paths import REPO_ROOT
+from rnlib.provenance import c_compiler, fused_support
 
-SOURCE = Path(__file__).with_name("kernels.c")
+SOURCE = Path(__file__).with_name("fused.c")
 FLAGS = ("-O3", "-march=x86-64-v3", "-ffp-contract=off", "-fopenmp", "-fPIC", "-shared")  # AVX2 + FMA
 LIBS = ("-lmvec", "-lm")
-KERNELS = ("auto", "fused", "autograd")  # TrainConfig.kernel
-MAX_WIDTH = 1024  # kernels.c's MAXW: the widest layer the passes take
+BUILD_DIR_ENV = "RNLIB_FUSED_DIR"  # where built libraries go (default: .cache/fused in the repo)
 THIN_INPUTS = 8  # a first layer with at most this many inputs runs as row multiply-adds in C
-NEURON_IDS = (  # kernels.c's NEURONS table, same order
-    "vanilla", "singlu", "v1_rich", "siren", "bilinear", "v1_no_residual", "v1_no_norm", "v4_lowrank",
-    "v4_shared", "v6_routing", "v7_learned_freq", "v8_phase_gate", "v9_controlled", "v10_free_phase",
-    "v11_scaled_phase", "v12_fm", "v13_aligned_phase", "v15_dual_phase",
-)  # fmt: skip
-SAVED = {  # rows of intermediates each neuron's forward keeps for its backward (kernels.c)
-    "vanilla": 0, "singlu": 2, "v1_rich": 4, "siren": 1, "bilinear": 0, "v1_no_residual": 4, "v1_no_norm": 2,
-    "v4_shared": 2, "v6_routing": 3, "v7_learned_freq": 3, "v8_phase_gate": 3, "v9_controlled": 5,
-    "v10_free_phase": 3, "v11_scaled_phase": 3, "v12_fm": 3, "v13_aligned_phase": 3, "v15_dual_phase": 4,
-}  # fmt: skip
-FUSED_NEURONS = tuple(SAVED)
+# The guard's model (``check``): two layers (the first, thin or not, and a hidden one) of width 10 (one 8-lane
+# vector and a padded tail per row) at ω = 2.5 (every sine argument scaled), two replicas, 16 points, and
+# 3 outputs where the head is not the one-output C pass.
+CHECK_WIDTH, CHECK_OMEGA, CHECK_SEEDS, CHECK_POINTS, CHECK_OUTPUTS = 10, 2.5, (0, 1), 16, 3
+# The tolerances of tests/test_fused.py: float32 rounding of the loss and of each gradient summed in another
+# order (the gradients' atol is relative to the tensor's largest entry).
+LOSS_RTOL, LOSS_ATOL, GRAD_RTOL, GRAD_ATOL = 1e-5, 1e-7, 1e-4, 1e-5
 
 
-def kernel_dir() -> Path:
-    """Where built libraries live: ``$RNLIB_KERNELS_DIR`` when set, else ``.cache/kernels`` in the repo."""
-    return Path(os.environ.get("RNLIB_KERNELS_DIR", REPO_ROOT / ".cache" / "kernels")).expanduser()
-
-
-def cpu_flags() -> set[str]:
-    """This CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
-def compiler() -> str | None:
-    """The C compiler: ``$CC`` when set, else gcc or cc on PATH."""
-    return os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+def build_dir() -> Path:
+    """Where built libraries live: ``$RNLIB_FUSED_DIR`` when set, else ``.cache/fused`` in the repo."""
+    return Path(os.environ.get(BUILD_DIR_ENV, REPO_ROOT / ".cache" / "fused")).expanduser()
 
 
 @functools.cache
 def load() -> tuple[ctypes.CDLL | None, str]:
     """The built library (compiled if needed), or ``None`` and why not; decided once per process."""
-    if os.environ.get("RNLIB_KERNEL", "auto") == "autograd":
-        return None, "RNLIB_KERNEL=autograd"
-    if platform.machine() not in ("x86_64", "AMD64") or not {"avx2", "fma"} <= cpu_flags():
-        return None, f"needs an x86-64 CPU with AVX2 and FMA; this {platform.machine()} CPU lacks them"
-    cc = compiler()
-    if cc is None:
-        return None, "no C compiler (gcc or cc) on PATH"
+    why = fused_support()
+    if why:
+        return None, why
+    cc = c_compiler()
     version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout.splitlines()[:1]
     digest = hashlib.sha256(SOURCE.read_bytes() + " ".join([*FLAGS, *LIBS, *version]).encode()).hexdigest()
-    path = kernel_dir() / f"librnkernels-{digest[:16]}.so"
+    path = build_dir() / f"librnfused-{digest[:16]}.so"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".build-", suffix=".so")
@@ -112,7 +94,10 @@ def load() -> tuple[ctypes.CDLL | None, str]:
     except OSError as err:
         return None, f"cannot load {path.name}: {err}"
     i64, f32, ptr = ctypes.c_long, ctypes.c_float, ctypes.c_void_p
-    lib.rn_max_width.restype = i64
+    for name in ("rn_max_width", "rn_neuron_count"):
+        getattr(lib, name).restype = i64
+    lib.rn_neuron_name.argtypes, lib.rn_neuron_name.restype = [i64], ctypes.c_char_p
+    lib.rn_saved_rows.argtypes, lib.rn_saved_rows.restype = [i64], i64
     lib.rn_forward.argtypes = [i64] * 5 + [f32, i64, ptr, i64, ptr, i64, ptr, ptr]  # first: threads
     lib.rn_backward.argtypes = [i64] * 5 + [f32, i64, ptr, i64, ptr, i64, ptr, ptr, ptr, ptr, ptr]
     lib.rn_thin_forward.argtypes = [i64] * 5 + [ptr] * 4
@@ -123,19 +108,55 @@ def load() -> tuple[ctypes.CDLL | None, str]:
     return lib, ""
 
 
-def unsupported(model: RichNet, device: str, kernel: str) -> str:
-    """Why ``model`` cannot take the fused step (empty when it can); ``kernel`` is a ``KERNELS`` name."""
-    if kernel == "autograd":
-        return "kernel='autograd' asked for"
+@dataclass(frozen=True)
+class CNeuron:
+    """A neuron's entry in the built library's table."""
+
+    id: int  # its place in fused.c's NEURONS, which the passes take
+    saved: int  # rows of intermediates its forward keeps for its backward
+
+
+def table() -> dict[str, CNeuron]:
+    """Registry name -> entry, for every neuron the built library has a fused form of (empty without one)."""
+    lib, _ = load()
+    return {} if lib is None else read_table(lib)
+
+
+@functools.cache
+def read_table(lib: ctypes.CDLL) -> dict[str, CNeuron]:
+    """The library's neuron table, read once: the one place Python learns the C side's names, order and
+    saved-row counts (nothing here repeats them)."""
+    return {
+        lib.rn_neuron_name(i).decode(): CNeuron(i, lib.rn_saved_rows(i)) for i in range(lib.rn_neuron_count())
+    }
+
+
+def fused_neurons() -> tuple[str, ...]:
+    """The neurons the built library has a fused form of, in its table's order (empty where none can be
+    built). Builds the library on first use; ``FUSED_NEURONS`` is the same, as a module attribute."""
+    return tuple(table())
+
+
+def __getattr__(name: str) -> object:
+    """``FUSED_NEURONS``, computed on first access (``fused_neurons``), so importing compiles nothing."""
+    if name == "FUSED_NEURONS":
+        return fused_neurons()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def unsupported(model: RichNet, device: str, step: str) -> str:
+    """Why ``model`` cannot take the fused step (empty when it can); ``step`` is ``TrainConfig.step``."""
+    if step == "autograd":
+        return "step='autograd' asked for"
     lib, why = load()
     if lib is None:
         return why
     if device != "cpu":
         return f"the fused step runs on the CPU, not {device}"
-    if model.neuron not in FUSED_NEURONS:
-        return f"{model.neuron} has no fused form (fused: {', '.join(FUSED_NEURONS)})"
-    if model.width > MAX_WIDTH:
-        return f"width {model.width} is above the fused passes' {MAX_WIDTH}"
+    if model.neuron not in table():
+        return f"{model.neuron} has no fused form (fused: {', '.join(table())})"
+    if model.width > lib.rn_max_width():
+        return f"width {model.width} is above the fused passes' {lib.rn_max_width()}"
     if model.head_W.dtype != torch.float32:
         return f"the fused passes are float32, not {model.head_W.dtype}"
     return ""
@@ -185,10 +206,11 @@ def fused_layer(layer: NeuronLayer, neuron: str, first: bool, m: int, n: int) ->
     mats = [getattr(layer, f"W{mat.name}") for mat in layer.matrices]
     biases = [getattr(layer, f"b{mat.name}") if mat.bias else None for mat in layer.matrices]
     vectors = [getattr(layer, v.name) for v in layer.vectors]
-    z, dz, saved = buffers(len(mats)), buffers(len(mats)), buffers(SAVED[neuron])
+    entry = table()[neuron]
+    z, dz, saved = buffers(len(mats)), buffers(len(mats)), buffers(entry.saved)
     (h, dh), values = buffers(2), [v.detach() for v in vectors]
     return FusedLayer(
-        neuron_id=NEURON_IDS.index(neuron), omega=layer.omega, in_dim=layer.in_dim,
+        neuron_id=entry.id, omega=layer.omega, in_dim=layer.in_dim,
         thin=first and layer.in_dim <= THIN_INPUTS, weights=[w.detach() for w in mats],
         biases=[None if b is None else b.detach() for b in biases], weight_grads=[w.grad for w in mats],
         z=z, dz=dz, saved=saved, h=h, dh=dh, vectors=values, z_ptr=addresses(z), dz_ptr=addresses(dz),
@@ -228,7 +250,9 @@ class FusedStep:
     def call(self, name: str, *args: object) -> None:
         """Run one C pass; a non-zero return (bad sizes, no memory) is an error, not a silent skip."""
         if getattr(self.lib, name)(*args):
-            raise RuntimeError(f"rnlib.kernels: {name} failed (width {self.width}, {self.m}x{self.n} rows)")
+            raise RuntimeError(
+                f"rnlib.training.fused: {name} failed (width {self.width}, {self.m}x{self.n} rows)"
+            )
 
     def forward(self) -> list[Tensor]:
         """Every layer's pre-activations and activation; returns each layer's input."""
@@ -297,10 +321,91 @@ class FusedStep:
                     below.baddbmm_(dz, weight.transpose(1, 2))
 
 
+# ---------------------------------------------------------------- the guard: the fused step against autograd
+
+
+def disagreement(model: RichNet, metric: str) -> str:
+    """Why the fused step must not train ``model`` although it could ("" when it agrees with autograd).
+
+    Before a process first trains a neuron with the fused step, per kind of head (the C pass's one-output
+    MSE, multi-output MSE, cross-entropy) and of first layer (thin or not), ``check`` compares the fused loss
+    and every gradient with autograd's on a small model of that neuron, built from the class registered for
+    it now with its ``activate`` as it is now (so an activation patched in a notebook is caught). On a
+    mismatch it warns once, naming the neuron and the largest difference, and the neuron trains with autograd
+    for the rest of the process. For models ``unsupported`` accepts; touches neither ``model`` nor any RNG.
+    """
+    layer_cls = neuron_class(model.neuron)
+    key = (model.neuron, layer_cls, layer_cls.activate)
+    if key in FAILED:
+        return FAILED[key]
+    head = "ce" if metric != "mse" else "mse" if model.out_dim == 1 else "mse-multi"
+    why = check(*key, head, model.layers[0].in_dim <= THIN_INPUTS)
+    if why:
+        FAILED[key] = why
+        warnings.warn(f"rnlib.training.fused: {why}", RuntimeWarning, stacklevel=2)
+    return why
+
+
+FAILED: dict[tuple[str, type[NeuronLayer], object], str] = {}  # neurons found wrong, for the whole process
+HEADS = {"mse": "one-output MSE head", "mse-multi": "multi-output MSE head", "ce": "cross-entropy head"}
+
+
+@functools.cache
+def check(neuron: str, layer_cls: type[NeuronLayer], activate: object, head: str, thin: bool) -> str:
+    """The verdict on one neuron, head and first-layer kind: "" when the fused step agrees with autograd.
+
+    Cached per process. ``layer_cls`` and ``activate`` only key the cache, so that a class or activation
+    patched later is checked anew; the model is built from the registry, as the trainer builds it.
+    """
+    gen = torch.Generator().manual_seed(0)  # its own generator: the global RNG stays untouched
+    in_dim, out_dim = 2 if thin else THIN_INPUTS + 1, 1 if head == "mse" else CHECK_OUTPUTS
+    m, n, metric = len(CHECK_SEEDS), CHECK_POINTS, "accuracy" if head == "ce" else "mse"
+    with torch.enable_grad():
+        model = RichNet(neuron, in_dim, out_dim, CHECK_WIDTH, 2, seeds=CHECK_SEEDS, omega=CHECK_OMEGA)
+        params = dict(model.named_parameters())
+        with torch.no_grad():  # off the initial values, whose 1s and 0s (LayerNorm, β, γ) hide a swap
+            for p in params.values():
+                p.add_(0.1 * torch.randn(p.shape, generator=gen))
+        x = torch.rand(m, n, in_dim, generator=gen).mul_(2).sub_(1)
+        if head == "ce":
+            y = torch.randint(0, out_dim, (m, n), generator=gen)
+        else:
+            y = torch.randn(m, n, out_dim, generator=gen)
+        loss = replica_loss(model(x), y, metric)
+        loss.sum().backward()
+        loss, expected = loss.detach(), {name: p.grad for name, p in params.items()}
+        for p in params.values():
+            p.grad = torch.full_like(p, float("nan"))  # every gradient must be written by the step
+        got = FusedStep(model, x, y, metric)()
+    apart = []  # (largest difference, where) for every tensor outside its tolerance
+    if not torch.isclose(got, loss, rtol=LOSS_RTOL, atol=LOSS_ATOL).all():
+        apart.append((largest_difference(got, loss), "the loss"))
+    for name, ref in expected.items():
+        grad = params[name].grad
+        if not torch.isclose(grad, ref, rtol=GRAD_RTOL, atol=GRAD_ATOL * ref.abs().max().item()).all():
+            apart.append((largest_difference(grad, ref), f"{name}'s gradient"))
+    if not apart:
+        return ""
+    diff, where = max(apart)
+    return (
+        f"the fused step disagrees with autograd on {neuron} ({HEADS[head]}, "
+        f"{'thin' if thin else 'matmul'} first layer): largest difference {diff:.2e}, in {where}; "
+        f"{neuron} trains with autograd for the rest of this process"
+    )
+
+
+def largest_difference(a: Tensor, b: Tensor) -> float:
+    """The largest elementwise ``|a - b|``; inf where only one of them is NaN."""
+    return (a - b).abs().nan_to_num(float("inf")).max().item()
+
+
 def main() -> None:
     """Build the library now; say which step the trainer will use and why."""
     lib, why = load()
-    print(f"rnlib.kernels: {'autograd (' + why if lib is None else 'fused (' + SOURCE.name + ' built'})")
+    if lib is None:
+        print(f"rnlib.training.fused: autograd ({why})")
+    else:
+        print(f"rnlib.training.fused: fused ({SOURCE.name} built; fused: {', '.join(table())})")
 
 
 if __name__ == "__main__":

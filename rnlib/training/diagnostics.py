@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rnlib.trainer import TrainState
+from rnlib.training.trainer import TrainState
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)  # the bands drawn over training
 SAMPLE_VALUES = 512  # raw values kept per probe and replica at the first and last recording (cache size)

@@ -1,47 +1,32 @@
-"""Hidden layers for every neuron of SPEC section 2, batched over independent model replicas.
+"""Hidden layers for every neuron of protocol §2, batched over independent model replicas.
 
 Every weight carries a leading replica axis: a matrix is ``[M, in, width]`` and a bias or per-unit vector
 ``[M, 1, width]``, so ``M`` models of identical shape train as one tensor program (``baddbmm``) while each
 replica keeps its own parameters. A single model is simply ``M = 1``.
 
-A layer declares its matrices (name, role, whether it sits inside ``sin(ω·…)``) and its per-unit vectors;
-the base class allocates, initialises and applies them, and the subclass writes only the SPEC equation.
+A neuron is declared in ``rnlib.core.catalog`` (its matrices, per-unit vectors and equation, torch-free);
+here ``@declared(name)`` gives it its math: the base class allocates, initialises and applies what the
+declaration lists, and the subclass writes only the equation, in ``activate``. ``NEURONS`` maps every
+declared name to its class, in the catalog's order.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnlib.core import catalog
+from rnlib.core.catalog import Matrix, Vector
+
 ROLES = ("direct", "meta", "norm", "head")  # parameter groups; v05/v14 compare gradients of direct vs meta
 INITS = ("default", "siren")
 SIREN_OMEGA = 30.0  # Sitzmann et al. 2020, sec. 3.2: ω0 = 30 for the SIREN setting
 LN_EPS = 1e-5  # torch.nn.LayerNorm's default
-
-
-@dataclass(frozen=True)
-class Matrix:
-    """One ``Linear`` of a layer: its name (``Wg`` is ``Matrix("g")``), role and placement."""
-
-    name: str
-    role: str = "direct"
-    periodic: bool = False  # inside sin(ω·…): receives the SIREN init when init="siren"
-    bias: bool = True
-    zero_init: bool = False  # starts at 0 (v7: ω(x) = ω exactly at init)
-
-
-@dataclass(frozen=True)
-class Vector:
-    """A learned per-unit vector (``α``, ``β``, ``γ``, LayerNorm affine) with its initial value."""
-
-    name: str
-    role: str
-    init: float
 
 
 def uniform_(t: Tensor, bound: float, gen: torch.Generator) -> Tensor:
@@ -108,12 +93,28 @@ def tanh(x: Tensor) -> Tensor:
     return Tanh.apply(x)
 
 
+LAYERS: dict[str, type[NeuronLayer]] = {}  # filled by @declared
+
+
+def declared(name: str) -> Callable[[type[NeuronLayer]], type[NeuronLayer]]:
+    """Class decorator: ``name``'s catalog declaration (matrices, vectors, ω) becomes the class's own."""
+
+    def bind(cls: type[NeuronLayer]) -> type[NeuronLayer]:
+        decl = catalog.NEURONS[name]
+        cls.declaration, cls.matrices, cls.vectors = decl, decl.matrices, decl.vectors
+        cls.uses_omega = decl.uses_omega
+        LAYERS[name] = cls
+        return cls
+
+    return bind
+
+
 class NeuronLayer(nn.Module):
     """Base hidden layer: allocates the declared matrices and vectors with a replica axis."""
 
+    declaration: ClassVar[catalog.Neuron]  # set by @declared
     matrices: ClassVar[tuple[Matrix, ...]] = ()
     vectors: ClassVar[tuple[Vector, ...]] = ()
-    equation: ClassVar[str] = ""
     uses_omega: ClassVar[bool] = True
 
     def __init__(
@@ -182,7 +183,7 @@ class NeuronLayer(nn.Module):
         return batched_linear(x, getattr(self, f"W{m.name}"), getattr(self, f"b{m.name}") if m.bias else None)
 
     def forward(self, x: Tensor) -> Tensor:  # (M, N, in) -> (M, N, width)
-        """Apply the layer's SPEC equation."""
+        """Apply the layer's protocol equation."""
         return self.activate(self.preactivations(x))
 
     def activate(self, z: dict[str, Tensor]) -> Tensor:
@@ -207,57 +208,42 @@ class NeuronLayer(nn.Module):
         return f"in={self.in_dim}, width={self.width}, replicas={self.replicas}{omega}, init={self.init}"
 
 
-LAYER_NORM = (Vector("ln_weight", "norm", 1.0), Vector("ln_bias", "norm", 0.0))  # nn.LayerNorm's init
-
-
+@declared("vanilla")
 class Vanilla(NeuronLayer):
     """B1: ``ReLU(W·x + b)``."""
-
-    matrices = (Matrix(""),)
-    equation = r"\mathrm{ReLU}(Wx+b)"
-    uses_omega = False
 
     def activate(self, z):
         return torch.relu(z[""])
 
 
+@declared("singlu")
 class SinGLU(NeuronLayer):
     """B2: ``sin(ω·g) ⊙ v`` (GLU-style)."""
-
-    matrices = (Matrix("g", periodic=True), Matrix("v"))
-    equation = r"\sin(\omega g)\odot v"
 
     def activate(self, z):
         return torch.sin(self.scaled(z["g"])) * z["v"]
 
 
+@declared("siren")
 class Siren(NeuronLayer):
     """v2 ablation, periodic only: ``sin(ω·(W·x + b))``."""
-
-    matrices = (Matrix("", periodic=True),)
-    equation = r"\sin(\omega(Wx+b))"
 
     def activate(self, z):
         return torch.sin(self.scaled(z[""]))
 
 
+@declared("bilinear")
 class Bilinear(NeuronLayer):
     """v2 ablation, multiplicative only: ``u ⊙ (W2·x + b2)``."""
-
-    matrices = (Matrix("1"), Matrix("2"))
-    equation = r"u\odot(W_2x+b_2)"
-    uses_omega = False
 
     def activate(self, z):
         return z["1"] * z["2"]
 
 
+@declared("v1_rich")
 class V1Rich(NeuronLayer):
     """v1: ``LayerNorm(u ⊙ sin(ω·(W2·x + b2)) + u)``, ``u = W1·x + b1``."""
 
-    matrices = (Matrix("1"), Matrix("2", periodic=True))
-    vectors = LAYER_NORM
-    equation = r"\mathrm{LN}(u\odot\sin(\omega(W_2x+b_2))+u)"
     residual, norm = True, True
 
     def activate(self, z):
@@ -268,29 +254,27 @@ class V1Rich(NeuronLayer):
         return self.layer_norm(h) if self.norm else h
 
 
+@declared("v1_no_residual")
 class V1NoResidual(V1Rich):
     """v2 ablation: v1 without ``+u``."""
 
-    equation = r"\mathrm{LN}(u\odot\sin(\omega(W_2x+b_2)))"
     residual = False
 
 
+@declared("v1_no_norm")
 class V1NoNorm(V1Rich):
     """v2 ablation: v1 without LayerNorm."""
 
-    vectors = ()
-    equation = r"u\odot\sin(\omega(W_2x+b_2))+u"
     norm = False
 
 
+@declared("v4_lowrank")
 class V4LowRank(V1Rich):
     """v4: v1 with ``W1``, ``W2`` each a rank-r product ``A·B``.
 
     Rank ``r = max(1, width // 4)`` (capped at ``in_dim``): two factorised hidden matrices then cost about one
     full ``width × width`` matrix, which is the width fix v4 tests.
     """
-
-    equation = r"\mathrm{LN}(u\odot\sin(\omega(A_2B_2x+b_2))+u),\ u=A_1B_1x+b_1"
 
     @staticmethod
     def rank(in_dim: int, width: int) -> int:
@@ -328,22 +312,18 @@ class V4LowRank(V1Rich):
         )
 
 
+@declared("v4_shared")
 class V4Shared(NeuronLayer):
     """v4: ``u ⊙ sin(ω·u) + u`` with one shared ``W``."""
-
-    matrices = (Matrix("", periodic=True),)
-    equation = r"u\odot\sin(\omega u)+u,\ u=Wx+b"
 
     def activate(self, z):
         u = z[""]
         return u * torch.sin(self.scaled(u)) + u
 
 
+@declared("v6_routing")
 class V6Routing(NeuronLayer):
     """v6: ``α ⊙ (sin(ω·g) ⊙ v) + (1 − α) ⊙ v``, ``α = sigmoid(Wa·x + ba)``."""
-
-    matrices = (Matrix("g", periodic=True), Matrix("v"), Matrix("a", "meta"))
-    equation = r"\alpha\odot\sin(\omega g)\odot v+(1-\alpha)\odot v,\ \alpha=\sigma(W_ax+b_a)"
 
     def activate(self, z):
         alpha, v = torch.sigmoid(z["a"]), z["v"]
@@ -351,6 +331,7 @@ class V6Routing(NeuronLayer):
         return alpha * (torch.sin(self.scaled(z["g"])) * v) + (1 - alpha) * v
 
 
+@declared("v7_learned_freq")
 class V7LearnedFreq(NeuronLayer):
     """v7: ``sin(ω(x) ⊙ g) ⊙ v``, ``ω(x) = ω·softplus(Wω·x + bω) / ln 2``.
 
@@ -358,22 +339,15 @@ class V7LearnedFreq(NeuronLayer):
     learns its input dependence from there.
     """
 
-    matrices = (Matrix("g", periodic=True), Matrix("v"), Matrix("omega", "meta", zero_init=True))
-    equation = (
-        r"\sin(\omega(x)\odot g)\odot v,\ \omega(x)=\omega\,\mathrm{softplus}(W_\omega x+b_\omega)/\ln 2"
-    )
-
     def activate(self, z):
         omega_x = self.omega * (F.softplus(z["omega"]) / math.log(2.0))  # exactly ω at init
         self.probe(omega=omega_x)
         return torch.sin(omega_x * z["g"]) * z["v"]
 
 
+@declared("v8_phase_gate")
 class V8PhaseGate(NeuronLayer):
     """v8: ``sigmoid(Wa·x + ba) ⊙ sin(ω·g + φ) ⊙ v``."""
-
-    matrices = (Matrix("a", "meta"), Matrix("g", periodic=True), Matrix("phi", "meta"), Matrix("v"))
-    equation = r"\sigma(W_ax+b_a)\odot\sin(\omega g+\varphi)\odot v"
 
     def activate(self, z):
         gate, phase = torch.sigmoid(z["a"]), z["phi"]
@@ -381,23 +355,12 @@ class V8PhaseGate(NeuronLayer):
         return gate * torch.sin(self.scaled(z["g"]) + phase) * z["v"]
 
 
+@declared("v9_controlled")
 class V9Controlled(NeuronLayer):
     """v9: ``α ⊙ sin(ω(x) ⊙ g + π·tanh(φ)) ⊙ v + (1 − α) ⊙ v``, ``ω(x) = ω·(1 + 0.5·tanh(Wω·x))``.
 
-    ``Wω·x`` has no bias, as SPEC writes it.
+    ``Wω·x`` has no bias, as the protocol writes it.
     """
-
-    matrices = (
-        Matrix("g", periodic=True),
-        Matrix("v"),
-        Matrix("phi", "meta"),
-        Matrix("a", "meta"),
-        Matrix("omega", "meta", bias=False),
-    )
-    equation = (
-        r"\alpha\odot\sin(\omega(x)\odot g+\pi\tanh\varphi)\odot v+(1-\alpha)\odot v,"
-        r"\ \omega(x)=\omega(1+0.5\tanh(W_\omega x))"
-    )
 
     def activate(self, z):
         alpha = torch.sigmoid(z["a"])
@@ -408,11 +371,9 @@ class V9Controlled(NeuronLayer):
         return alpha * torch.sin(omega_x * z["g"] + phase) * v + (1 - alpha) * v
 
 
+@declared("v10_free_phase")
 class V10FreePhase(NeuronLayer):
     """v10: ``sin(ω·g + π·tanh(φ)) ⊙ v``."""
-
-    matrices = (Matrix("g", periodic=True), Matrix("phi", "meta"), Matrix("v"))
-    equation = r"\sin(\omega g+\pi\tanh\varphi)\odot v"
 
     def activate(self, z):
         phase = math.pi * tanh(z["phi"])
@@ -420,11 +381,9 @@ class V10FreePhase(NeuronLayer):
         return torch.sin(self.scaled(z["g"]) + phase) * z["v"]
 
 
+@declared("v11_scaled_phase")
 class V11ScaledPhase(NeuronLayer):
     """v11: ``sin(ω·(g + 0.1·tanh(φ))) ⊙ v``; the probed phase is the shift in radians, ``0.1·ω·tanh(φ)``."""
-
-    matrices = V10FreePhase.matrices
-    equation = r"\sin(\omega(g+0.1\tanh\varphi))\odot v"
 
     def activate(self, z):
         shift = 0.1 * tanh(z["phi"])
@@ -432,11 +391,9 @@ class V11ScaledPhase(NeuronLayer):
         return torch.sin(self.scaled(z["g"] + shift)) * z["v"]
 
 
+@declared("v12_fm")
 class V12FM(NeuronLayer):
     """v12: ``sin(ω·g ⊙ (1 + 0.2·tanh(φ))) ⊙ v``; probes the modulation depth ``0.2·tanh(φ)``."""
-
-    matrices = V10FreePhase.matrices
-    equation = r"\sin(\omega g\odot(1+0.2\tanh\varphi))\odot v"
 
     def activate(self, z):
         depth = 0.2 * tanh(z["phi"])
@@ -445,11 +402,9 @@ class V12FM(NeuronLayer):
         return torch.sin(self.scaled(g) * (1 + depth)) * z["v"]
 
 
+@declared("v13_aligned_phase")
 class V13AlignedPhase(NeuronLayer):
     """v13: ``sin(ω·g + 0.1·g ⊙ tanh(φ)) ⊙ v``."""
-
-    matrices = V10FreePhase.matrices
-    equation = r"\sin(\omega g+0.1\,g\odot\tanh\varphi)\odot v"
 
     def activate(self, z):
         g = z["g"]
@@ -458,18 +413,13 @@ class V13AlignedPhase(NeuronLayer):
         return torch.sin(self.scaled(g) + phase) * z["v"]
 
 
+@declared("v15_dual_phase")
 class V15DualPhase(NeuronLayer):
     """v15: ``sin(ω·g + β ⊙ φ) ⊙ (1 + α ⊙ sin(2ω·g + γ ⊙ φ)) ⊙ v`` with learned per-unit ``α, β, γ``.
 
     Init ``α = 0.1`` (a small second harmonic), ``β = γ = 1`` (the phase enters at full strength), so every
     parameter receives a gradient at step 0.
     """
-
-    matrices = V10FreePhase.matrices
-    vectors = (Vector("alpha", "meta", 0.1), Vector("beta", "meta", 1.0), Vector("gamma", "meta", 1.0))
-    equation = (
-        r"\sin(\omega g+\beta\odot\varphi)\odot(1+\alpha\odot\sin(2\omega g+\gamma\odot\varphi))\odot v"
-    )
 
     def activate(self, z):
         g, phi = z["g"], z["phi"]
@@ -479,26 +429,15 @@ class V15DualPhase(NeuronLayer):
         return torch.sin(self.scaled(g) + phase) * harmonic * z["v"]
 
 
-NEURONS: dict[str, type[NeuronLayer]] = {
-    "vanilla": Vanilla,
-    "singlu": SinGLU,
-    "v1_rich": V1Rich,
-    "siren": Siren,
-    "bilinear": Bilinear,
-    "v1_no_residual": V1NoResidual,
-    "v1_no_norm": V1NoNorm,
-    "v4_lowrank": V4LowRank,
-    "v4_shared": V4Shared,
-    "v6_routing": V6Routing,
-    "v7_learned_freq": V7LearnedFreq,
-    "v8_phase_gate": V8PhaseGate,
-    "v9_controlled": V9Controlled,
-    "v10_free_phase": V10FreePhase,
-    "v11_scaled_phase": V11ScaledPhase,
-    "v12_fm": V12FM,
-    "v13_aligned_phase": V13AlignedPhase,
-    "v15_dual_phase": V15DualPhase,
-}
+def _registry() -> dict[str, type[NeuronLayer]]:
+    """Every declared neuron's class, in catalog order; a declaration without a class stops the import."""
+    if LAYERS.keys() != catalog.NEURONS.keys():
+        odd = sorted(LAYERS.keys() ^ catalog.NEURONS.keys())
+        raise ImportError(f"neurons {odd} need both a declaration (rnlib.core.catalog) and a class (here)")
+    return {name: LAYERS[name] for name in catalog.NEURONS}
+
+
+NEURONS = _registry()
 
 
 def neuron_class(name: str) -> type[NeuronLayer]:

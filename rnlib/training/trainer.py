@@ -17,30 +17,33 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from rnlib import kernels, runtime
-from rnlib.metrics import cosine_lr, replica_loss, replica_metric
-from rnlib.models import DEFAULT_DEPTH, RichNet, build_model, count_params
-from rnlib.tasks import Task, make_task
+from rnlib.core.metrics import cosine_lr, replica_loss, replica_metric
+from rnlib.core.models import DEFAULT_DEPTH, RichNet, build_model, count_params
+from rnlib.core.tasks import Task, make_task
+from rnlib.training import fused, runtime
+
+STEP_KINDS = ("auto", "fused", "autograd")  # TrainConfig.step
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The training protocol (SPEC §5); every field is part of the result cache key."""
+    """The training protocol (protocol §5); every field is part of the result cache key."""
 
-    steps: int = 3000  # SPEC §5
-    lr: float = 1e-3  # SPEC §5: peak learning rate, cosine-decayed to 0 over `steps`
+    steps: int = 3000  # protocol §5
+    lr: float = 1e-3  # protocol §5: peak learning rate, cosine-decayed to 0 over `steps`
     betas: tuple[float, float] = (0.9, 0.999)  # torch.optim.Adam's defaults
     eps: float = 1e-8  # torch.optim.Adam's default
     record_every: int = 100  # diagnostics every this many steps (0 = off): 30 snapshots over 3000 steps
     curve_points: int = 150  # loss-curve samples kept per replica: enough to draw, small to store
     probe_points: int = 256  # test inputs the diagnostics look at: cheap, and plenty for quantiles
     device: str = "cpu"
-    kernel: str = "auto"  # "fused" (rnlib.kernels), "autograd", or "auto": fused where the model allows it
+    step: str = "auto"  # how a step is computed: "fused" (rnlib.training.fused), "autograd", or "auto" (fused
+    # where this machine and the model allow it); RNLIB_STEP in the environment sets "auto"'s answer
 
     def __post_init__(self) -> None:
-        if self.kernel not in kernels.KERNELS:
+        if self.step not in STEP_KINDS:
             raise ValueError(
-                f"invalid TrainConfig: unknown kernel {self.kernel!r}; valid: {', '.join(kernels.KERNELS)}"
+                f"invalid TrainConfig: unknown step {self.step!r}; valid: {', '.join(STEP_KINDS)}"
             )
         if self.steps < 1 or self.lr <= 0 or self.record_every < 0 or self.curve_points < 2:
             raise ValueError(f"invalid TrainConfig: {self}")
@@ -50,7 +53,7 @@ class TrainConfig:
 
 @dataclass
 class RunResult:
-    """One trained replica: what SPEC §6 records, plus its loss curve and diagnostics."""
+    """One trained replica: what protocol §7 records, plus its loss curve and diagnostics."""
 
     neuron: str
     task: str
@@ -147,15 +150,17 @@ def first_nonfinite(losses: Tensor) -> list[int | None]:
 
 def fused_step(
     model: RichNet, x: Tensor, y: Tensor, metric: str, config: TrainConfig
-) -> kernels.FusedStep | None:
-    """The fused step for ``model`` when ``config.kernel`` and the model allow it, else ``None`` (autograd).
+) -> fused.FusedStep | None:
+    """The fused step for ``model`` when ``config.step`` and the model allow it, else ``None`` (autograd).
 
-    Call after ``FlatAdam`` holds the parameters. ``kernel="fused"`` on a model it cannot take is an error.
+    Call after ``FlatAdam`` holds the parameters. ``step="fused"`` on a model it cannot take is an error, as
+    is a neuron whose fused step disagrees with autograd (``fused.disagreement``; ``auto`` trains it with
+    autograd).
     """
-    why = kernels.unsupported(model, config.device, config.kernel)
-    if why and config.kernel == "fused":
-        raise ValueError(f"kernel='fused' cannot train {model.neuron} (width {model.width}): {why}")
-    return None if why else kernels.FusedStep(model, x, y, metric)
+    why = fused.unsupported(model, config.device, config.step) or fused.disagreement(model, metric)
+    if why and config.step == "fused":
+        raise ValueError(f"step='fused' cannot train {model.neuron} (width {model.width}): {why}")
+    return None if why else fused.FusedStep(model, x, y, metric)
 
 
 def train(neuron: str, task: str, seeds: Sequence[int], **kwargs: object) -> list[RunResult]:
@@ -197,10 +202,10 @@ def train_models(
     diagnostics: list[dict[str, list[float]]] = [{} for _ in seeds]
     recording = config.record_every > 0 and callbacks
     x_probe = data["x_test"][:, : config.probe_points]
-    fused = fused_step(model, x, y, spec.metric, config)
+    fast = fused_step(model, x, y, spec.metric, config)
     for step in range(config.steps):
-        if fused is not None:
-            loss = fused()  # (M,); overwrites every gradient
+        if fast is not None:
+            loss = fast()  # (M,); overwrites every gradient
         else:
             adam.zero_grad()
             loss = replica_loss(model(x), y, spec.metric)  # (M,)

@@ -1,5 +1,8 @@
 """The figures (and diagnostic tables) every version notebook shares; no notebook defines a plotting helper.
 
+Plots draw; they never train. Figures of trained models take the arrays ``rnlib.training.study`` computes
+(``Study.decision_grid``, ``Study.line_curves``); this module imports neither torch nor the training layer.
+
 Every figure function returns a closed ``Figure``: a notebook cell that ends with the call shows it once (the
 inline backend renders a returned figure; a closed one is not drawn a second time), and a script can save it.
 Outside a Jupyter kernel the backend is Agg, so papermill runs, tests and scripts need no display.
@@ -10,22 +13,23 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
-import torch
 from matplotlib import colors as mcolors
 from matplotlib import lines as mlines
 from matplotlib import ticker as mticker
 from matplotlib.figure import Figure
 
-from rnlib.metrics import lower_is_better
-from rnlib.study import Model, Results, Study
-from rnlib.tasks import hifreq_target, make_task, ood_target
+from rnlib.core.catalog import lower_is_better
+
+if TYPE_CHECKING:  # plots draw what training hands them; they never import it (nor torch) at run time
+    from rnlib.training.study import LineCurves, PlaneGrid, Results
 
 
 def in_jupyter_kernel() -> bool:
@@ -47,7 +51,6 @@ use_headless_backend()
 sns.set_theme(style="whitegrid", context="notebook", font_scale=0.85)
 BASELINE_COLORS = {"vanilla": "#7f7f7f", "singlu": "#1f77b4"}  # the same two colours in every figure
 PANEL = (3.6, 2.8)  # inches per facet: nine tasks fit a 3 × 3 grid on a notebook page
-TARGETS_1D: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"ood": ood_target, "hifreq": hifreq_target}
 
 
 # ----------------------------------------------------------------------------------------- shared parts
@@ -446,59 +449,36 @@ def grad_ratio_table(
 
 
 # ----------------------------------------------------------------------- predictions of retrained models
-def decision_boundaries(
-    study: Study, models: Sequence[str | Model], task: str = "spiral", seed: int = 0
-) -> Figure:
-    """Class-1 probability over the plane for each model (retrained on ``seed``), test points on top."""
-    data = make_task(task, seed)
-    nets = study.fit_models(models, task, [seed])
-    lim = float(data.x_test.abs().max()) * 1.1
-    axis = torch.linspace(-lim, lim, 200)
-    grid = torch.cartesian_prod(axis, axis).flip(1)  # (200², 2), row-major over (x2, x1)
-    fig, axes = facets(len(nets), ncols=min(len(nets), 4))
-    for ax, (label, net) in zip(axes, nets.items(), strict=True):
-        device = next(net.parameters()).device
-        with torch.no_grad():
-            p = net(grid[None].to(device)).softmax(-1)[0, :, 1].cpu()  # (200²,)
-            acc = (net(data.x_test[None].to(device))[0].argmax(-1).cpu() == data.y_test).float().mean()
-        ax.contourf(axis, axis, p.view(200, 200), levels=np.linspace(0, 1, 11), cmap="RdBu_r", alpha=0.8)
-        ax.contour(axis, axis, p.view(200, 200), levels=[0.5], colors="black", linewidths=1)
-        ax.scatter(*data.x_test.T, c=data.y_test, cmap="RdBu_r", s=3, edgecolors="none")
-        ax.set(title=f"{label}: test accuracy {acc:.1%}", aspect="equal", xticks=[], yticks=[])
-    return finish(fig, title=f"{task}, seed {seed}: predicted class probability (black: decision boundary)")
-
-
-def extrapolation(
-    study: Study,
-    models: Sequence[str | Model],
-    task: str = "ood",
-    x_range: tuple[float, float] = (-3.0, 3.0),
-    seed: int = 0,
-) -> Figure:
-    """Each model's predictions (retrained on ``seed``) of a 1-D task over ``x_range``, with the target."""
-    data = make_task(task, seed)
-    x = torch.linspace(*x_range, 600)[:, None]  # (N, 1)
-    nets = study.fit_models(models, task, [seed])
-    colors = palette(list(nets))
-    fig, ax = plt.subplots(figsize=(9, 4.2))
-    lo, hi = float(data.x_train.min()), float(data.x_train.max())
-    ax.axvspan(lo, hi, color="#dddddd", label="training range")
-    if data.x_id_test is not None:
-        ax.axvspan(
-            float(data.x_test.min()), float(data.x_test.max()), color="#fde0c5", label="OOD test range"
+def decision_boundaries(grid: PlaneGrid) -> Figure:
+    """Class-1 probability over the plane for each model, test points on top (``Study.decision_grid``)."""
+    fig, axes = facets(len(grid.probability), ncols=min(len(grid.probability), 4))
+    for ax, (label, p) in zip(axes, grid.probability.items(), strict=True):
+        ax.contourf(grid.axis, grid.axis, p, levels=np.linspace(0, 1, 11), cmap="RdBu_r", alpha=0.8)
+        ax.contour(grid.axis, grid.axis, p, levels=[0.5], colors="black", linewidths=1)
+        ax.scatter(*grid.x_test.T, c=grid.y_test, cmap="RdBu_r", s=3, edgecolors="none")
+        ax.set(
+            title=f"{label}: test accuracy {grid.accuracy[label]:.1%}", aspect="equal", xticks=[], yticks=[]
         )
-    target = TARGETS_1D[task](x.double()).float()  # (N, 1)
-    ax.plot(x.numpy(), target.numpy(), "k--", lw=1.5, label="target")
-    for label, net in nets.items():
-        with torch.no_grad():
-            y = net(x[None].to(next(net.parameters()).device))[0, :, 0].cpu()  # (N,)
-        ax.plot(x.numpy(), y.numpy(), color=colors[label], lw=1.5, label=label)
-    span = float(target.max() - target.min())
+    title = f"{grid.task}, seed {grid.seed}: predicted class probability (black: decision boundary)"
+    return finish(fig, title=title)
+
+
+def extrapolation(curve: LineCurves) -> Figure:
+    """Each model's predictions of a 1-D task in and out of its training range (``Study.line_curves``)."""
+    colors = palette(list(curve.predictions))
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    ax.axvspan(*curve.train_range, color="#dddddd", label="training range")
+    if curve.ood_range is not None:
+        ax.axvspan(*curve.ood_range, color="#fde0c5", label="OOD test range")
+    ax.plot(curve.x, curve.target, "k--", lw=1.5, label="target")
+    for label, y in curve.predictions.items():
+        ax.plot(curve.x, y, color=colors[label], lw=1.5, label=label)
+    lo, hi = float(curve.target.min()), float(curve.target.max())
     ax.set(
         xlabel="x",
         ylabel="y",
-        ylim=(float(target.min()) - span, float(target.max()) + span),
-        title=f"{task}, seed {seed}: predictions inside and outside the training range",
+        ylim=(lo - (hi - lo), hi + (hi - lo)),
+        title=f"{curve.task}, seed {curve.seed}: predictions inside and outside the training range",
     )
     ax.legend(loc="upper left", fontsize="small", ncol=2)
     return finish(fig)

@@ -1,4 +1,4 @@
-"""The 9 benchmark tasks of SPEC section 4: a registry of specs and `make_task(name, seed)`.
+"""The 9 benchmark tasks of protocol §4: a registry of specs and `make_task(name, seed)`.
 
 Every task is drawn from a CPU `torch.Generator`, so a seed gives bit-identical tensors on any machine.
 Two choices make that hold (both checked by tests/test_tasks.py):
@@ -15,23 +15,24 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import Tensor
 
-KINDS = ("regression", "classification", "generalization")
-METRICS = {"regression": "mse", "classification": "accuracy", "generalization": "mse"}
+from rnlib.core.catalog import KINDS, METRICS, TaskInfo
+from rnlib.core.catalog import TASKS as CATALOG_TASKS
+
 MAX_SEED = 2**32 - 1  # why: the CPU generator keeps 32 bits of its seed (see module docstring)
-SPIRAL_TURNS = 5  # why: SPEC §4; with 3 turns every neuron reached ~97% in the pilot (a ceiling)
-SPIRAL_NOISE = 0.02  # why: SPEC §4; arms are 0.1 apart in radius, so 0.02 keeps them separable
-CHECKER_CELLS = 4  # why: SPEC §4; ⌊4(x+1)⌋ on [-1, 1] gives 8 cells per axis, an 8×8 board
-FREQ_TEST_C = 5.0  # κ/2π at test, κ = 10π. why: SPEC §4; 5× the largest training κ (2π)
+SPIRAL_TURNS = 5  # why: protocol §4; with 3 turns every neuron reached ~97% in the pilot (a ceiling)
+SPIRAL_NOISE = 0.02  # why: protocol §4; arms are 0.1 apart in radius, so 0.02 keeps them separable
+CHECKER_CELLS = 4  # why: protocol §4; ⌊4(x+1)⌋ on [-1, 1] gives 8 cells per axis, an 8×8 board
+FREQ_TEST_C = 5.0  # κ/2π at test, κ = 10π. why: protocol §4; 5× the largest training κ (2π)
 
 Draws = dict[str, Tensor]
 
 
-# ---------------------------------------------------------------- target formulas (SPEC §4, verbatim)
+# ---------------------------------------------------------------- target formulas (protocol §4, verbatim)
 def complex4d_target(x: Tensor) -> Tensor:
     """exp(½·(sin(π(x1²+x2²)) + sin(π(x3²+x4²)))), the KAN paper's 4-D example; (N, 4) -> (N, 1)."""
     a = torch.sin(math.pi * (x[:, 0] ** 2 + x[:, 1] ** 2))
@@ -92,7 +93,12 @@ def _regression(target: Callable[[Tensor], Tensor], d: int, n: int) -> Callable[
 def _gen_memorize(gen: torch.Generator) -> Draws:
     x = torch.randn(200, 8, generator=gen, dtype=torch.float64)  # (200, 8)
     y = torch.randn(200, 4, generator=gen, dtype=torch.float64)  # (200, 4)
-    return {"x_train": x, "y_train": y, "x_test": x, "y_test": y}  # why: SPEC, test set IS the training set
+    return {
+        "x_train": x,
+        "y_train": y,
+        "x_test": x,
+        "y_test": y,
+    }  # why: protocol §4, test set IS the training set
 
 
 def _spiral_split(gen: torch.Generator, n: int) -> tuple[Tensor, Tensor]:
@@ -123,7 +129,7 @@ def _gen_checkerboard(gen: torch.Generator) -> Draws:
 
 def _gen_ood(gen: torch.Generator) -> Draws:
     x_train = _uniform(gen, 1000, 1)
-    x_test = _uniform(gen, 1000, 1, 1.0, 2.0)  # why: SPEC, extrapolation range just past training
+    x_test = _uniform(gen, 1000, 1, 1.0, 2.0)  # why: protocol §4, extrapolation range just past training
     x_id = _uniform(gen, 1000, 1)  # why: fresh in-distribution points, the OOD degradation's denominator
     return {
         "x_train": x_train,
@@ -155,49 +161,35 @@ def _freq_task(target: Callable[[Tensor, Tensor], Tensor]) -> Callable[[torch.Ge
 
 
 # ---------------------------------------------------------------- registry
-@dataclass(frozen=True)
-class TaskSpec:
-    """What defines a task: its SPEC §4 row and the function that draws its tensors."""
-
-    name: str
-    kind: str
-    metric: str
-    in_dim: int
-    out_dim: int
-    n_train: int
-    n_test: int
-    default_budget: int
-    description: str
-    generate: Callable[[torch.Generator], Draws]
-
-
-# fmt: off
-TASKS: dict[str, TaskSpec] = {
-    spec.name: spec
-    for spec in [
-        TaskSpec("complex4d", "regression", "mse", 4, 1, 1000, 1000, 8000,
-                 "exp(½·(sin(π(x1²+x2²)) + sin(π(x3²+x4²)))), x ~ U[-1,1]^4",
-                 _regression(complex4d_target, 4, 1000)),
-        TaskSpec("nested2d", "regression", "mse", 2, 1, 1000, 1000, 3000,
-                 "sin(π·x2·sin(π·x1)), x ~ U[-1,1]^2", _regression(nested2d_target, 2, 1000)),
-        TaskSpec("hifreq", "regression", "mse", 1, 1, 1000, 1000, 5000,
-                 "sin(2π·8x) + sin(2π·20x) + sin(2π·45x), x ~ U[-1,1]", _regression(hifreq_target, 1, 1000)),
-        TaskSpec("memorize", "regression", "mse", 8, 4, 200, 200, 5000,
-                 "x ~ N(0, I8), y ~ N(0, I4); test set is the training set", _gen_memorize),
-        TaskSpec("spiral", "classification", "accuracy", 2, 2, 1000, 1000, 3000,
-                 "two spirals, 5 turns: r ~ U[0,1], angle 5·2π·r + π·class, + N(0, 0.02²)", _gen_spiral),
-        TaskSpec("checkerboard", "classification", "accuracy", 2, 2, 2000, 2000, 5000,
-                 "label = parity of ⌊4(x1+1)⌋ + ⌊4(x2+1)⌋ (8×8 board), x ~ U[-1,1]^2", _gen_checkerboard),
-        TaskSpec("ood", "generalization", "mse", 1, 1, 1000, 1000, 3000,
-                 "sin(3x) + ½x²; train x ~ U[-1,1], test x ~ U[1,2], id-test x ~ U[-1,1]", _gen_ood),
-        TaskSpec("freqgen", "generalization", "mse", 2, 1, 1000, 1000, 3000,
-                 "input (x, κ/2π) -> sin(κx); train κ ~ U[π,2π], test κ = 10π", _freq_task(freqgen_target)),
-        TaskSpec("mixedfreq", "generalization", "mse", 2, 1, 1000, 1000, 5000,
-                 "input (x, κ/2π) -> sin(κx) + ½sin(2κx); train κ ~ U[π,2π], test κ = 10π",
-                 _freq_task(mixedfreq_target)),
-    ]
+GENERATORS: dict[str, Callable[[torch.Generator], Draws]] = {  # keyed like rnlib.core.catalog.TASKS
+    "complex4d": _regression(complex4d_target, 4, 1000),
+    "nested2d": _regression(nested2d_target, 2, 1000),
+    "hifreq": _regression(hifreq_target, 1, 1000),
+    "memorize": _gen_memorize,
+    "spiral": _gen_spiral,
+    "checkerboard": _gen_checkerboard,
+    "ood": _gen_ood,
+    "freqgen": _freq_task(freqgen_target),
+    "mixedfreq": _freq_task(mixedfreq_target),
 }
-# fmt: on
+
+
+@dataclass(frozen=True)
+class TaskSpec(TaskInfo):
+    """A declared task (``rnlib.core.catalog.TaskInfo``) with the function that draws its tensors."""
+
+    generate: Callable[[torch.Generator], Draws] = field(default=None, repr=False)  # type: ignore[assignment]
+
+
+def _registry() -> dict[str, TaskSpec]:
+    """Every declared task with its generator; a declaration without one (or the reverse) stops the import."""
+    if GENERATORS.keys() != CATALOG_TASKS.keys():
+        odd = sorted(GENERATORS.keys() ^ CATALOG_TASKS.keys())
+        raise ImportError(f"tasks {odd} need both a catalog row (rnlib.core.catalog) and a generator (here)")
+    return {name: TaskSpec(**asdict(info), generate=GENERATORS[name]) for name, info in CATALOG_TASKS.items()}
+
+
+TASKS = _registry()
 
 
 # ---------------------------------------------------------------- the task a model sees
@@ -264,7 +256,7 @@ class Task:
 
 
 def task_names() -> list[str]:
-    """Registered task names in SPEC §4 order."""
+    """Registered task names in protocol §4 order."""
     return list(TASKS)
 
 

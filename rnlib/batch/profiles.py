@@ -10,6 +10,7 @@ A profile (``parameters/*.yaml``) may hold only these keys::
     overrides: {v14: {budgets: [3000, 8000, 32000]}}  # per notebook (prefix or stem); win over parameters
     summary: true  # afterwards run summary.ipynb with run_dir=<out>
     timeout: 3600  # seconds per cell; default: no limit
+    step: auto  # how training steps are computed: auto (fused where possible), fused or autograd
 
 Every value is checked against the parameters its notebook declares (``papermill.inspect_notebook``).
 """
@@ -20,7 +21,6 @@ import difflib
 import hashlib
 import itertools
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from functools import cache
@@ -30,15 +30,14 @@ from typing import Any
 import papermill
 import yaml
 
-from rnlib.neurons import NEURONS
-from rnlib.paths import NOTEBOOKS_DIR, REPO_ROOT
-from rnlib.provenance import package_version
-from rnlib.tasks import TASKS
+from rnlib.core.catalog import NEURONS, TASKS
+from rnlib.paths import NOTEBOOKS_DIR, REPO_ROOT, SUMMARY_STEM
+from rnlib.provenance import job_version
 
 VERSION_GLOB = "v[0-9][0-9]_*.ipynb"  # the fifteen version notebooks
-SUMMARY_STEM = "summary"  # runs after the others, never as a job of its own
 RUNNER_SET = ("records", "run_dir")  # parameters only the runner sets: each job's records path, the run dir
-KEYS = ("name", "notebooks", "notebooks_dir", "parameters", "grid", "overrides", "summary", "timeout")
+KEYS = ("name", "notebooks", "notebooks_dir", "parameters", "grid", "overrides", "summary", "timeout", "step")
+STEP_KINDS = ("auto", "fused", "autograd")  # rnlib.training.trainer.STEP_KINDS; kept torch-free here
 PYTHON_TYPES: dict[str, tuple[type, ...]] = {
     "int": (int,),
     "float": (int, float),  # an int is a valid float
@@ -67,6 +66,7 @@ class Profile:
     overrides: dict[str, dict[str, Any]] = field(hash=False)
     summary: bool = True
     timeout: float | None = None
+    step: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,7 @@ class Job:
     parameters: dict[str, Any] = field(hash=False)
     id: str
     records: bool = True  # the notebook declares `records`, so the runner passes it a records path
+    step: str = "auto"  # the profile's `step`: the kernel runs with RNLIB_STEP set to it
 
     @property
     def name(self) -> str:
@@ -85,15 +86,9 @@ class Job:
         return self.notebook.stem
 
 
-def rnlib_version() -> str:
-    """Hash of every ``rnlib/*.py`` source (any change reruns every job), unless RNLIB_VERSION pins it."""
-    if os.environ.get("RNLIB_VERSION"):  # tests pin it so edits made meanwhile cannot invalidate their jobs
-        return os.environ["RNLIB_VERSION"]
-    return package_version()
-
-
 def job_id(notebook: Path, parameters: dict[str, Any], version: str) -> str:
-    """Stable id of a job: sha256 of the notebook's content, its parameters and the rnlib version."""
+    """Stable id of a job: sha256 of the notebook's content, its parameters and ``version``, which is
+    ``rnlib.provenance.job_version()``: what else decides the outputs (never the source text)."""
     digest = hashlib.sha256(notebook.read_bytes())
     digest.update(json.dumps(parameters, sort_keys=True, default=str).encode())
     digest.update(version.encode())
@@ -295,6 +290,9 @@ def load_profile(path: Path | str, notebooks_dir: Path | str | None = None) -> P
         isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
     ):
         raise _fail(path, "timeout", f"expected a positive number of seconds per cell, got {timeout!r}")
+    step = data.get("step", "auto")
+    if step not in STEP_KINDS:
+        raise _fail(path, "step", f"expected one of {', '.join(STEP_KINDS)}, got {step!r}")
     for notebook in notebooks:
         _check_parameters(path, notebook, "parameters", parameters)
         _check_parameters(path, notebook, "grid", grid)
@@ -302,12 +300,12 @@ def load_profile(path: Path | str, notebooks_dir: Path | str | None = None) -> P
     summary_notebook = folder / f"{SUMMARY_STEM}.ipynb"
     if summary and summary_notebook.exists() and "run_dir" not in declared_parameters(summary_notebook):
         raise _fail(path, "summary", f"{summary_notebook} declares no `run_dir: str` parameter")
-    return Profile(path, name, notebooks, folder, parameters, grid, overrides, summary, timeout)
+    return Profile(path, name, notebooks, folder, parameters, grid, overrides, summary, timeout, step)
 
 
 def expand_jobs(profile: Profile) -> list[Job]:
     """One job per notebook and grid combination, named after the grid keys that vary."""
-    version = rnlib_version()
+    version = job_version(profile.step)
     varying = [key for key, values in profile.grid.items() if len(values) > 1]
     jobs: list[Job] = []
     for notebook in profile.notebooks:
@@ -317,7 +315,10 @@ def expand_jobs(profile: Profile) -> list[Job]:
             stem = f"{notebook.stem}__{suffix}" if suffix else notebook.stem
             parameters = {**profile.parameters, **chosen, **profile.overrides.get(notebook.stem, {})}
             records = "records" in declared_parameters(notebook)
-            jobs.append(Job(notebook, stem, parameters, job_id(notebook, parameters, version), records))
+            job = Job(
+                notebook, stem, parameters, job_id(notebook, parameters, version), records, profile.step
+            )
+            jobs.append(job)
     stems = [job.stem for job in jobs]
     for stem in stems:
         if stems.count(stem) > 1:

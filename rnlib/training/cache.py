@@ -1,11 +1,12 @@
 """Result cache: one JSON file per trained replica, keyed by everything that decides its numbers.
 
 A baseline trained by one notebook is reused by the next. The key holds the neuron and its options, the
-task, seed, budget or width, depth, the whole ``TrainConfig`` and ``code_version()`` (a hash of the modules
-that decide results), so any change there trains afresh. Files are written atomically, and a lock per
+task, seed, budget or width, depth, the whole ``TrainConfig`` and ``result_version()`` (the declared numerics
+version, torch's version and the step taken), so any change there trains afresh; an edit of the source that
+leaves the arithmetic alone keeps every key. Files are written atomically, and a lock per
 training batch keeps two processes from training the same replicas at once. ``ResultCache.fill`` is the one
 way replicas enter the cache: it trains them on one intra-op thread, so a cached number never depends on the
-machine's core count (``rnlib.runtime``).
+machine's core count (``rnlib.training.runtime``).
 """
 
 from __future__ import annotations
@@ -15,16 +16,15 @@ import fcntl
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from rnlib import runtime
-from rnlib.paths import REPO_ROOT
-from rnlib.provenance import code_version
-from rnlib.trainer import RunResult, TrainConfig
+from rnlib.paths import REPO_ROOT, atomic_write_text
+from rnlib.provenance import result_version
+from rnlib.training import runtime
+from rnlib.training.trainer import RunResult, TrainConfig
 
 
 def default_cache_dir() -> Path:
@@ -42,27 +42,11 @@ def cache_key(
         "seed": seed,
         "sizing": sizing,  # budget or width, and depth
         "options": options,  # omega, init
-        "config": {k: v for k, v in asdict(config).items() if k != "device"},
-        "code": code_version(),
+        "config": {k: v for k, v in asdict(config).items() if k not in ("device", "step")},
+        "version": result_version(config.step),  # declared numerics, torch, the step this machine takes
         "device": config.device.split(":")[0],  # cpu and cuda agree to float tolerance, not bitwise
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that a reader sees either the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 class ResultCache:

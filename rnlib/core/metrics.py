@@ -27,11 +27,6 @@ def replica_metric(pred: Tensor, y: Tensor, metric: str) -> Tensor:
     raise KeyError(f"unknown metric {metric!r}; valid metrics: {', '.join(METRICS)}")
 
 
-def lower_is_better(metric: str) -> bool:
-    """Whether smaller values of ``metric`` are better (MSE) or worse (accuracy)."""
-    return metric == "mse"
-
-
 def cosine_lr(lr: float, step: int, steps: int) -> float:
-    """Learning rate at ``step`` of ``steps``: cosine decay from ``lr`` to 0 (SPEC §5)."""
+    """Learning rate at ``step`` of ``steps``: cosine decay from ``lr`` to 0 (protocol §5)."""
     return lr * 0.5 * (1.0 + math.cos(math.pi * step / steps))

@@ -18,13 +18,9 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from rnlib import plots
-from rnlib.cache import atomic_write_text
-from rnlib.capacity import capacity_figure
-from rnlib.paths import REPO_ROOT
-from rnlib.provenance import environment_info
-from rnlib.results import COLUMNS, read_records
-from rnlib.summary import (
+from rnlib.analysis import plots
+from rnlib.analysis.capacity import capacity_figure
+from rnlib.analysis.summary import (
     Summary,
     budget_sweep,
     core,
@@ -34,10 +30,12 @@ from rnlib.summary import (
     summarize,
     widths,
 )
+from rnlib.paths import REPO_ROOT, SUMMARY_STEM, atomic_write_text
+from rnlib.provenance import environment_info
+from rnlib.records import COLUMNS, read_records
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 README_FIGURES = ("heatmap", "seeds", "ood")  # the figures README links; all are in <run_dir>/figures
-SUMMARY_STEM = "summary"  # = rnlib.profiles.SUMMARY_STEM; importing that module would pull in papermill
 
 
 def resolve_run_dir(run_dir: str | Path) -> Path:
@@ -79,7 +77,7 @@ def notebook_runs(run_dir: Path) -> pd.DataFrame:
 
 
 def load_run(run_dir: str | Path) -> Summary:
-    """Read a run directory and compute its summary (rnlib.summary); nothing trains."""
+    """Read a run directory and compute its summary (rnlib.analysis.summary); nothing trains."""
     path = resolve_run_dir(run_dir)
     if not path.is_dir():
         raise FileNotFoundError(f"run directory {path} does not exist; run `python -m rnlib run` first")
@@ -263,7 +261,7 @@ def render_results(run_dir: str | Path) -> str:
         + md_table(pd.DataFrame(data["regime_by_kind"]).set_index("kind")),
         "### Test metric per task (mean ± std over seeds, n seeds; ★ best)\n\n"
         + md_table(pd.DataFrame(**data["main_table"]).T.rename_axis("model")),
-        f"Float precision (SPEC §4):\n\n{notes}" if notes else "",
+        f"Float precision (protocol §4):\n\n{notes}" if notes else "",
         "\n".join(f"![{Path(f).stem}]({rel}/{f})" for f in figures),
     ]
     return "\n\n".join(p for p in parts if p) + "\n"

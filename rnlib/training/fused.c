@@ -1,4 +1,4 @@
-/* Fused CPU passes for the batched trainer (rnlib/kernels.py): each neuron's activation, forward and
+/* Fused CPU passes for the batched trainer (rnlib/training/fused.py): each neuron's activation, forward and
  * hand-derived backward, one row of units at a time, plus the thin first layer and a one-output MSE head.
  *
  * Tensors are float32 and contiguous, with a leading replica axis m < M: pre-activations, saved
@@ -11,15 +11,18 @@
  * vector math library (libmvec); a row's tail goes through the same vector call, padded, so every element
  * of a row is computed the same way wherever it sits.
  *
- * The neuron numbers are the order of rnlib.kernels.NEURON_IDS; the equations are SPEC section 2's, as
- * rnlib/neurons.py writes them (tanh, sigmoid and softplus in their textbook forms).
+ * Each neuron is an entry of the NEURONS table (after the neurons' passes): its registry name, as
+ * rnlib/core/neurons.py registers it, how many rows its forward saves, and its forward and backward.
+ * rnlib.training.fused reads the table through rn_neuron_count, rn_neuron_name and rn_saved_rows and keeps
+ * no copy of it; a neuron with no entry trains with autograd. The equations are protocol §2's, as
+ * rnlib/core/neurons.py writes them (tanh, sigmoid and softplus in their textbook forms).
  */
 #include <immintrin.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define MAXW 1024  /* widest row the passes take; rnlib.kernels.MAX_WIDTH */
+#define MAXW 1024  /* widest row the passes take; Python reads it with rn_max_width */
 #define MAXZ 5     /* most matrices per layer (v9) */
 #define MAXV 3     /* most per-unit vectors per layer (v15) */
 #define MAXS 5     /* most saved rows per unit */
@@ -368,25 +371,41 @@ static void bwd_v15(const Row *r, const float *dh, Grad *g) {
 typedef void (*ForwardRow)(const Row *, float *);
 typedef void (*BackwardRow)(const Row *, const float *, Grad *);
 typedef struct {
+    const char *name; /* the registry name, as in rnlib.core.neurons.NEURONS */
+    long saved;       /* rows of intermediates the forward keeps for the backward (at most MAXS) */
     ForwardRow forward;
     BackwardRow backward;
 } Neuron;
 
-/* rnlib.kernels.NEURON_IDS: same order. v4_lowrank (index 7) has no fused form. */
+/* Every neuron with a fused form. A neuron's id is its place here, which only this library sees: Python
+ * looks neurons up by name. v4_lowrank (factorised matrices) has none and trains with autograd. */
 static const Neuron NEURONS[] = {
-    {fwd_vanilla, bwd_vanilla},           {fwd_singlu, bwd_singlu},
-    {fwd_v1_rich, bwd_v1_rich},           {fwd_siren, bwd_siren},
-    {fwd_bilinear, bwd_bilinear},         {fwd_v1_no_residual, bwd_v1_no_residual},
-    {fwd_v1_no_norm, bwd_v1_no_norm},     {NULL, NULL},
-    {fwd_v4_shared, bwd_v4_shared},       {fwd_v6, bwd_v6},
-    {fwd_v7, bwd_v7},                     {fwd_v8, bwd_v8},
-    {fwd_v9, bwd_v9},                     {fwd_v10, bwd_v10},
-    {fwd_v11, bwd_v11},                   {fwd_v12, bwd_v12},
-    {fwd_v13, bwd_v13},                   {fwd_v15, bwd_v15},
+    {"vanilla", 0, fwd_vanilla, bwd_vanilla},
+    {"singlu", 2, fwd_singlu, bwd_singlu},
+    {"v1_rich", 4, fwd_v1_rich, bwd_v1_rich},
+    {"siren", 1, fwd_siren, bwd_siren},
+    {"bilinear", 0, fwd_bilinear, bwd_bilinear},
+    {"v1_no_residual", 4, fwd_v1_no_residual, bwd_v1_no_residual},
+    {"v1_no_norm", 2, fwd_v1_no_norm, bwd_v1_no_norm},
+    {"v4_shared", 2, fwd_v4_shared, bwd_v4_shared},
+    {"v6_routing", 3, fwd_v6, bwd_v6},
+    {"v7_learned_freq", 3, fwd_v7, bwd_v7},
+    {"v8_phase_gate", 3, fwd_v8, bwd_v8},
+    {"v9_controlled", 5, fwd_v9, bwd_v9},
+    {"v10_free_phase", 3, fwd_v10, bwd_v10},
+    {"v11_scaled_phase", 3, fwd_v11, bwd_v11},
+    {"v12_fm", 3, fwd_v12, bwd_v12},
+    {"v13_aligned_phase", 3, fwd_v13, bwd_v13},
+    {"v15_dual_phase", 4, fwd_v15, bwd_v15},
 };
 #define N_NEURONS ((long)(sizeof(NEURONS) / sizeof(NEURONS[0])))
 
-long rn_has_neuron(long id) { return id >= 0 && id < N_NEURONS && NEURONS[id].forward != NULL; }
+long rn_neuron_count(void) { return N_NEURONS; }
+long rn_has_neuron(long id) { return id >= 0 && id < N_NEURONS; }
+/* Neuron id's registry name; NULL for an id outside the table. */
+const char *rn_neuron_name(long id) { return rn_has_neuron(id) ? NEURONS[id].name : NULL; }
+/* How many saved rows neuron id's passes take; -1 for an id outside the table. */
+long rn_saved_rows(long id) { return rn_has_neuron(id) ? NEURONS[id].saved : -1; }
 
 /* Point a Row at row n of replica m (save rows of width W; one extra save for LayerNorm's 1/std). */
 static inline void seat(Row *r, long m, long n, long N, long W, long nz, const float *const *z, long nv,
@@ -397,10 +416,11 @@ static inline void seat(Row *r, long m, long n, long N, long W, long nz, const f
     for (long k = 0; k < ns; k++) r->save[k] = save[k] + row;
 }
 
-/* h = activation(z) for every row; fills the saved rows. Returns 0, or -1 for a bad neuron or width. */
+/* h = activation(z) for every row; fills the saved rows. Returns 0, or -1 for a bad neuron, width or
+ * number of rows. */
 long rn_forward(long threads, long id, long M, long N, long W, float omega, long nz, const float *const *z,
                 long nv, const float *const *vec, long ns, float *const *save, float *h) {
-    if (!rn_has_neuron(id) || W > MAXW || nz > MAXZ || nv > MAXV || ns > MAXS) return -1;
+    if (!rn_has_neuron(id) || W > MAXW || nz > MAXZ || nv > MAXV || ns != NEURONS[id].saved) return -1;
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (long i = 0; i < M * N; i++) {
         Row r = {.W = W, .omega = omega};
@@ -435,7 +455,7 @@ static void sum_blocks(long M, long N, long size, const double *part, double *ou
 long rn_backward(long threads, long id, long M, long N, long W, float omega, long nz, const float *const *z,
                  long nv, const float *const *vec, long ns, float *const *save, const float *dh,
                  float *const *dz, float *const *gbias, float *const *gvec) {
-    if (!rn_has_neuron(id) || W > MAXW || nz > MAXZ || nv > MAXV || ns > MAXS) return -1;
+    if (!rn_has_neuron(id) || W > MAXW || nz > MAXZ || nv > MAXV || ns != NEURONS[id].saved) return -1;
     const long size = (nz + nv) * W, B = blocks(N);
     double *part = calloc((size_t)(M * B + M) * size, sizeof(double));
     if (part == NULL) return -1;

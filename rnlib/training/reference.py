@@ -1,6 +1,7 @@
-"""The naive reference: SPEC §2's equations written out with stock PyTorch, one model per seed.
+"""The naive reference: protocol §2's equations written out with stock PyTorch, one model per seed.
 
-Not used by the study. ``EQUATIONS`` are the SPEC table applied to one replica's weights with plain torch ops
+Not used by the study. ``EQUATIONS`` are the protocol's table applied to one replica's weights with plain
+torch ops
 (LayerNorm by hand, stock ``torch.tanh``/``torch.sigmoid``); tests check every rnlib layer against them in
 float64. ``naive_train`` trains one ``NaiveNet`` (those equations, ``addmm`` as ``nn.Linear`` computes it)
 with stock ``torch.optim.Adam`` and ``CosineAnnealingLR``, one seed after another: the way a study without
@@ -19,10 +20,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
-from rnlib.models import RichNet, build_model
-from rnlib.tasks import make_task
+from rnlib.core.models import RichNet, build_model
+from rnlib.core.tasks import make_task
 
-LN_EPS = 1e-5  # SPEC: LayerNorm as torch.nn.LayerNorm's default
+LN_EPS = 1e-5  # protocol: LayerNorm as torch.nn.LayerNorm's default
 PI = math.pi
 # one replica's layer weights: matrices [in, width], biases and vectors [1, width]
 Params = Mapping[str, Tensor]

@@ -36,8 +36,9 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from papermill.exceptions import PapermillExecutionError
 from tqdm import tqdm
 
-from rnlib.paths import EXECUTED_DIR
-from rnlib.profiles import SUMMARY_STEM, Job, Profile, expand_jobs, job_id, rnlib_version, select_jobs
+from rnlib.batch.profiles import SUMMARY_STEM, Job, Profile, expand_jobs, job_id, select_jobs
+from rnlib.paths import EXECUTED_DIR, REPO_ROOT, atomic_write_text
+from rnlib.provenance import STEP_ENV, job_version
 
 KERNEL = "python3"
 START_ATTEMPTS = 3  # kernels started together can race for ZMQ ports or die before replying
@@ -95,9 +96,11 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def kernel_env(workers: int, available: int | None = None) -> dict[str, str]:
-    """Thread limits that let ``workers`` parallel kernels share the cores without oversubscribing."""
-    return dict.fromkeys(THREAD_VARS, str(max(1, (available or cores()) // max(1, workers))))
+def kernel_env(workers: int, available: int | None = None, step: str = "auto") -> dict[str, str]:
+    """Thread limits that let ``workers`` parallel kernels share the cores without oversubscribing, and the
+    profile's training step."""
+    env = dict.fromkeys(THREAD_VARS, str(max(1, (available or cores()) // max(1, workers))))
+    return env | ({STEP_ENV: step} if step != "auto" else {})
 
 
 def failed_cell(executed: Path) -> int | None:
@@ -163,7 +166,7 @@ def execute_remote(notebook_text: str, job: Job, timeout: float | None) -> dict[
     """Dask task: run the notebook (given as JSON text) in a worker's temp folder; return outputs as text."""
     from distributed import get_worker
 
-    os.environ.update(kernel_env(get_worker().state.nthreads))
+    os.environ.update(kernel_env(get_worker().state.nthreads, step=job.step))
     with tempfile.TemporaryDirectory(prefix="rnlib-") as tmp:
         task = Task(job, Path(tmp))
         source = Path(tmp, "source.ipynb")
@@ -217,8 +220,8 @@ def run_local(
     """Execute tasks on ``workers`` local processes, calling ``on_done(task, outcome)`` as each ends."""
     workers = max(1, min(workers, len(tasks)))
     context = multiprocessing.get_context("forkserver")  # workers fork from a clean, single-threaded server
-    context.set_forkserver_preload(["rnlib.runner"])  # which imports papermill once for all of them
-    setup = (kernel_env(workers), str(log), os.getpid())
+    context.set_forkserver_preload(["rnlib.batch.runner"])  # which imports papermill once for all of them
+    setup = (kernel_env(workers, step=tasks[0].job.step), str(log), os.getpid())
     pool = ProcessPoolExecutor(workers, context, _init_worker, setup)
     try:
         futures = {pool.submit(execute_job, *_arguments(t), timeout): t for t in tasks}
@@ -272,16 +275,6 @@ def read_status(out: Path, stem: str) -> dict[str, Any]:
         return {}
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temp name beside ``path``, fsync, then os.replace it into place."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 def job_state(out: Path, job: Job) -> str:
     """``done`` when the job (same id) finished and its outputs are there, else ``failed`` or ``pending``."""
     status = read_status(out, job.stem)
@@ -315,7 +308,7 @@ def finalize(out: Path, task: Task, outcome: Outcome) -> Outcome:
     elif task.executed.exists():
         os.replace(task.executed, out / f"{job.stem}.failed.ipynb")
     status = {"id": job.id, "notebook": job.notebook.name, "parameters": job.parameters, **asdict(outcome)}
-    write_atomic(out / ".jobs" / f"{job.stem}.json", json.dumps(status, indent=1, default=str) + "\n")
+    atomic_write_text(out / ".jobs" / f"{job.stem}.json", json.dumps(status, indent=1, default=str) + "\n")
     shutil.rmtree(task.folder, ignore_errors=True)
     return outcome
 
@@ -369,10 +362,18 @@ def summary_job(profile: Profile, out: Path, jobs: Sequence[Job]) -> Job | None:
     notebook = profile.notebooks_dir / f"{SUMMARY_STEM}.ipynb"
     if not notebook.exists():
         return None
-    parameters = {"run_dir": str(out)}
+    parameters = {"run_dir": repo_relative(out)}
     inputs = sorted((job.stem, job.id) for job in jobs if job_state(out, job) == "done")
-    summary_id = job_id(notebook, {**parameters, "jobs": inputs}, rnlib_version())
-    return Job(notebook, SUMMARY_STEM, parameters, summary_id, records=False)
+    summary_id = job_id(notebook, {**parameters, "jobs": inputs}, job_version(profile.step))
+    return Job(notebook, SUMMARY_STEM, parameters, summary_id, records=False, step=profile.step)
+
+
+def repo_relative(path: Path) -> str:
+    """``path`` relative to the repository when inside it (so ids and notebooks name no machine's paths)."""
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
 
 
 def default_out(profile: Profile) -> Path:
@@ -399,7 +400,7 @@ def run_profile(
     options = {"force": force, "timeout": timeout}
     with locked(out):
         shutil.rmtree(out / ".tmp", ignore_errors=True)  # leftovers of killed runs
-        write_atomic(out / ".jobs" / "profile.yaml", profile.path.read_text(encoding="utf-8"))
+        atomic_write_text(out / ".jobs" / "profile.yaml", profile.path.read_text(encoding="utf-8"))
         run_stage(out, jobs, results, workers=workers or cores(), scheduler=scheduler, **options)
         failed = sum(result.status == "failed" for result in results.values())
         summary = summary_job(profile, out, every) if profile.summary else None

@@ -9,11 +9,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from rnlib.neurons import NeuronLayer, batched_linear, neuron_class, uniform_
+from rnlib.core.neurons import NeuronLayer, batched_linear, neuron_class, uniform_
 
-BUDGET_TOLERANCE = 0.05  # SPEC §2: every built model lies within 5% of its budget
+BUDGET_TOLERANCE = 0.05  # protocol §2: every built model lies within 5% of its budget
 MAX_WIDTH = 1 << 16  # search ceiling; far above any budget this study uses
-DEFAULT_DEPTH = 2  # SPEC §2
+DEFAULT_DEPTH = 2  # protocol §2
 
 
 class RichNet(nn.Module):
