@@ -9,6 +9,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"  # source notebooks, committed without outputs
 PARAMETERS_DIR = REPO_ROOT / "parameters"  # YAML run profiles (default.yaml, smoke.yaml)
 EXECUTED_DIR = REPO_ROOT / "executed"  # papermill outputs; executed/default is the canonical run
+VERSION_GLOB = "v[0-9][0-9]_*.ipynb"  # the fifteen version notebooks, in notebooks/ and in a run folder
 SUMMARY_STEM = "summary"  # notebooks/summary.ipynb: runs after a profile's jobs, never as a job of its own
 
 __all__ = [

@@ -20,6 +20,7 @@ def run_benchmark(script: str, *args: str) -> list[str]:
     ).stdout.strip().splitlines()  # fmt: skip
 
 
+@pytest.mark.slow
 def test_train_throughput_prints_every_neuron_the_study_line_and_speedup_last():
     out = run_benchmark("train_throughput.py", "--steps", "5", "--repeats", "1", "--threads", "1")
     for neuron in ("vanilla", "singlu", "v10_free_phase"):
@@ -28,6 +29,7 @@ def test_train_throughput_prints_every_neuron_the_study_line_and_speedup_last():
     assert re.fullmatch(r"speedup: \d+\.\d\d", out[-1]), out[-1]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(fused.load()[0] is None, reason=f"fused passes unavailable: {fused.load()[1]}")
 def test_fused_step_prints_each_neuron_with_weights_close_and_the_smaller_ratio_last():
     neurons = (fused.FUSED_NEURONS[0], fused.FUSED_NEURONS[-1])  # the first and last the library covers

@@ -6,6 +6,7 @@ import pytest
 
 from rnlib.core.models import build_model, count_params, width_for_budget
 from rnlib.core.neurons import NEURONS
+from rnlib.training.reference import REFERENCES
 
 # protocol §4 table, copied by hand: task -> (in_dim, out_dim, default budget)
 TASK_TABLE = {
@@ -23,48 +24,10 @@ NAMES = sorted(NEURONS)
 TOLERANCE = 0.05  # protocol §2: every built model within 5% of its budget
 
 
-# ----- closed-form counts of one hidden layer with input i and width n (protocol §2's matrix column) ----
-def full(i, n):
-    """One ``Linear`` i -> n with bias."""
-    return i * n + n
-
-
-def low_rank(i, n):
-    """v4: ``A·B`` with rank r = min(i, max(1, n // 4)), plus the bias."""
-    r = min(i, max(1, n // 4))
-    return r * (i + n) + n
-
-
-LAYER_COUNT = {
-    "vanilla": lambda i, n: full(i, n),
-    "singlu": lambda i, n: 2 * full(i, n),
-    "v1_rich": lambda i, n: 2 * full(i, n) + 2 * n,  # + LayerNorm weight and bias
-    "siren": lambda i, n: full(i, n),
-    "bilinear": lambda i, n: 2 * full(i, n),
-    "v1_no_residual": lambda i, n: 2 * full(i, n) + 2 * n,
-    "v1_no_norm": lambda i, n: 2 * full(i, n),
-    "v4_lowrank": lambda i, n: 2 * low_rank(i, n) + 2 * n,
-    "v4_shared": lambda i, n: full(i, n),
-    "v6_routing": lambda i, n: 3 * full(i, n),
-    "v7_learned_freq": lambda i, n: 3 * full(i, n),
-    "v8_phase_gate": lambda i, n: 4 * full(i, n),
-    "v9_controlled": lambda i, n: 5 * i * n + 4 * n,  # Wω has no bias
-    "v10_free_phase": lambda i, n: 3 * full(i, n),
-    "v11_scaled_phase": lambda i, n: 3 * full(i, n),
-    "v12_fm": lambda i, n: 3 * full(i, n),
-    "v13_aligned_phase": lambda i, n: 3 * full(i, n),
-    "v15_dual_phase": lambda i, n: 3 * full(i, n) + 3 * n,  # + α, β, γ
-}
-
-
 def closed_form(neuron, in_dim, out_dim, n, depth=2):
     """Parameters of ``depth`` hidden layers of width ``n`` and the linear head."""
-    layers = LAYER_COUNT[neuron]
+    layers = REFERENCES[neuron].count  # closed form, per layer (rnlib.training.reference)
     return layers(in_dim, n) + (depth - 1) * layers(n, n) + n * out_dim + out_dim
-
-
-def test_every_registered_neuron_has_a_closed_form():
-    assert set(LAYER_COUNT) == set(NEURONS)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -126,6 +126,7 @@ def test_tiny_end_to_end_run_is_sensible_and_cached(tmp_path):
     capacity_figure(rec)
 
 
+@pytest.mark.slow
 def test_notebook_executes_and_writes_records(tmp_path, monkeypatch):
     """The notebook runs under papermill with tiny parameters and writes its records CSV."""
     monkeypatch.setenv("RNLIB_CACHE", str(tmp_path / "cache"))

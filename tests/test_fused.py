@@ -223,3 +223,14 @@ def test_fused_training_does_not_depend_on_threads():
     assert [(r.curve, r.value, r.train_value) for r in runs[0]] == [
         (r.curve, r.value, r.train_value) for r in runs[1]
     ]
+
+
+@needs_fused
+def test_keys_know_the_step_from_the_source_table_without_compiling(monkeypatch):
+    """Cache keys read fused.c's table from its text; it names exactly the neurons the built library has,
+    so a neuron's key says the step that trains it (v4_lowrank, with no C entry: autograd under auto)."""
+    assert fused.source_neurons() == set(fused.fused_neurons())
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("step_for compiled"))
+    assert fused.step_for("singlu", "auto") == "fused" and fused.step_for("singlu", "autograd") == "autograd"
+    assert fused.step_for("v4_lowrank", "auto") == "autograd"
+    assert fused.step_for("singlu", "auto", device="cuda:0") == "autograd"

@@ -65,8 +65,8 @@ def test_every_module_sits_in_a_layer() -> None:
 
 @pytest.mark.slow
 def test_reading_records_summarising_and_rendering_never_import_torch() -> None:
-    """In a fresh interpreter: the torch-free modules, a summary of the golden records and the README's
-    rendered results from the committed run leave torch unimported."""
+    """In a fresh interpreter: the torch-free modules, a summary of the golden records, the README's rendered
+    results from the committed run and a profile's job ids leave torch unimported."""
     script = f"""
 import importlib, sys
 import pandas as pd
@@ -76,6 +76,8 @@ from rnlib.analysis import report, summary
 records = summary.deduplicate(pd.read_csv("tests/golden/records.csv.gz"))
 summary.all_findings(records), summary.main_table(records), summary.regime_map(records)
 report.render_results("executed/default")
+from rnlib.batch.profiles import expand_jobs, load_profile
+expand_jobs(load_profile("parameters/smoke.yaml"))  # job ids: the declared versions, never a compiler
 print(sorted(m for m in sys.modules if m == "torch" or m.startswith("torch.")))
 """
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True)

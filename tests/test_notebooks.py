@@ -23,7 +23,7 @@ BASELINES = {"vanilla", "singlu"}
 # protocol §3: the neurons each version trains besides the baselines (v03 also tabulates every neuron's width)
 PROTOCOL_NEURONS = {
     "v01": {"v1_rich"},
-    "v02": {"siren", "bilinear", "v1_no_residual", "v1_no_norm", "v1_rich"},
+    "v02": {"siren", "bilinear", "v1_no_residual", "v1_no_norm", "v1_rich", "reglu", "geglu", "swiglu"},
     "v03": {"v1_rich"},
     "v04": {"v4_lowrank", "v4_shared", "v1_rich"},
     "v05": {"v1_rich", "v4_lowrank", "v4_shared"},

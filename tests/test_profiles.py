@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,9 +20,10 @@ from rnlib.batch.profiles import (
     resolve_notebook,
     select_jobs,
 )
+from rnlib.core import catalog
 from rnlib.core.neurons import NEURONS
 from rnlib.core.tasks import TASKS
-from rnlib.paths import REPO_ROOT
+from rnlib.paths import PARAMETERS_DIR, REPO_ROOT
 from rnlib.provenance import ANALYSIS_VERSION, NUMERICS_VERSION, STEP_ENV, job_version
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -225,6 +227,16 @@ def test_job_version_is_declared_not_hashed_from_source(monkeypatch) -> None:
     assert job_version("autograd") != job_version("fused")  # they agree to float32 rounding only
     monkeypatch.setenv(STEP_ENV, "autograd")
     assert job_version() == job_version("autograd")  # how a profile's `step: autograd` reaches its kernels
+
+
+def test_registering_a_neuron_changes_every_job_id(monkeypatch) -> None:
+    """What is registered decides outputs (v03 tabulates every neuron's width), so it is in every job id."""
+    profile = load_profile(PARAMETERS_DIR / "smoke.yaml")
+    before = [job.id for job in expand_jobs(profile)]
+    extra = replace(catalog.NEURONS["singlu"], name="singlu_copy")
+    monkeypatch.setitem(catalog.NEURONS, "singlu_copy", extra)
+    after = [job.id for job in expand_jobs(profile)]
+    assert not set(before) & set(after)
 
 
 @pytest.mark.slow

@@ -1,17 +1,21 @@
 """Tests for rnlib.analysis.report: README's Results section rendered from a run's summary.json and
 results.csv."""
 
+import shutil
 from pathlib import Path
 
+import nbformat
 import pytest
 from matplotlib.figure import Figure
 from test_summary import build_run_dir
 
 from rnlib.analysis import report
-from rnlib.batch import profiles
 from rnlib.paths import EXECUTED_DIR, REPO_ROOT
 
-README = "# Project\n\nIntro.\n\n## Results\n\n{start}\nold text\n{end}\n\n## Tests\n\nmake test\n"
+README = (
+    "# Project\n\n{answer}\nold answer\n{answer_end}\n\nIntro.\n\n{versions}\n{versions_end}\n\n"
+    "## Results\n\n{start}\nold text\n{end}\n\n## Tests\n\nmake test\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +28,10 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def readme(tmp_path: Path, start: str = report.START, end: str = report.END) -> Path:
     path = tmp_path / "README.md"
-    path.write_text(README.format(start=start, end=end))
+    (answer, answer_end), (versions, versions_end) = report.markers("answer"), report.markers("versions")
+    text = README.format(start=start, end=end, answer=answer, answer_end=answer_end, versions=versions,
+                         versions_end=versions_end)  # fmt: skip
+    path.write_text(text)
     return path
 
 
@@ -50,7 +57,8 @@ def test_update_readme_is_idempotent_and_keeps_the_rest(run_dir: Path, tmp_path:
     assert path.read_text() == first
     head, section, tail = report.split_readme(first, path)
     assert section == report.render_results(run_dir) and "old text" not in first
-    assert head.startswith("# Project\n\nIntro.") and tail == f"{report.END}\n\n## Tests\n\nmake test\n"
+    assert head.startswith("# Project\n\n<!-- rnlib:answer:start -->\n- **Does a richer neuron store")
+    assert "old answer" not in first and tail == f"{report.END}\n\n## Tests\n\nmake test\n"
 
 
 @pytest.mark.parametrize("markers", [("", report.END), (report.START, ""), (report.END, report.START)])
@@ -74,14 +82,33 @@ def test_missing_summary_is_a_clear_error(tmp_path: Path) -> None:
     assert report.main(["--run-dir", str(tmp_path), "--readme", str(readme(tmp_path))]) == 1
 
 
-def test_summary_stem_matches_the_runner() -> None:
-    assert report.SUMMARY_STEM == profiles.SUMMARY_STEM
-
-
 def test_committed_readme_matches_the_canonical_run() -> None:
     canonical = EXECUTED_DIR / "default"
     if not (canonical / "summary.json").exists():
         pytest.skip("executed/default/summary.json does not exist yet: run `make study`, then `make readme`")
     readme_path = REPO_ROOT / "README.md"
-    _, section, _ = report.split_readme(readme_path.read_text(encoding="utf-8"), readme_path)
-    assert section == report.render_results(canonical), "README results are stale: run `make readme`"
+    text = readme_path.read_text(encoding="utf-8")
+    assert report.generated(text, readme_path, canonical) == text, (
+        "README's blocks are stale: run `make readme`"
+    )
+
+
+def test_versions_block_reads_each_executed_notebook_and_the_catalog(run_dir: Path, tmp_path: Path) -> None:
+    """A version notebook's title, hypothesis and verdict come from the executed copy, its neurons' equations
+    from the catalog."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell(
+            "# V10: free phase\n\n**Hypothesis.** A free phase beats both baselines."
+        ),
+        nbformat.v4.new_code_cell("display(...)"),
+    ]
+    verdict = "**Verdict: the hypothesis did not hold.** v10 beats vanilla on 2 of 9 tasks."
+    nb.cells[-1].outputs = [nbformat.v4.new_output("display_data", data={"text/markdown": verdict})]
+    folder = tmp_path / "run"
+    shutil.copytree(run_dir, folder)
+    nbformat.write(nb, folder / "v10_free_phase.ipynb")
+    row = next(line for line in report.render_versions(folder).splitlines() if line.startswith("| v10 |"))
+    assert "| free phase | `v10_free_phase`: $\\sin(\\omega g+\\pi\\tanh\\varphi)\\odot v$ |" in row
+    assert "| A free phase beats both. |" in row
+    assert row.endswith("| the hypothesis did not hold |")

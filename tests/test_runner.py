@@ -80,6 +80,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder / "out"
 
 
+@pytest.mark.slow
 def test_smoke_run_writes_records_for_every_job_and_a_summary(reference: Path) -> None:
     assert records(reference) == {f"{s}.records.csv": expected_records(i + 1) for i, s in enumerate(STEMS)}
     for stem in [*STEMS, "summary"]:
@@ -93,6 +94,7 @@ def test_smoke_run_writes_records_for_every_job_and_a_summary(reference: Path) -
     assert f"RNLIB_THREADS={threads} OMP_NUM_THREADS={threads}" in executed
 
 
+@pytest.mark.slow
 def test_rerun_skips_completed_jobs_and_force_reruns(reference: Path, capsys: pytest.CaptureFixture) -> None:
     profile = load_profile(reference.parent / "smoke.yaml")
     before = {s: status(reference, s) for s in STEMS}
@@ -106,6 +108,7 @@ def test_rerun_skips_completed_jobs_and_force_reruns(reference: Path, capsys: py
     assert status(reference, STEMS[1])["seconds"] != before[STEMS[1]]["seconds"]
 
 
+@pytest.mark.slow
 def test_kill_mid_run_then_resume_runs_only_unfinished_jobs(reference: Path, tmp_path: Path) -> None:
     profile, out = write(tmp_path, SMOKE), tmp_path / "out"
     command = [sys.executable, "-m", "rnlib", "run", str(profile), "--out", str(out), "--workers", "1"]
@@ -136,6 +139,7 @@ def test_kill_mid_run_then_resume_runs_only_unfinished_jobs(reference: Path, tmp
     assert (out / ".jobs" / "kernels.log").exists()
 
 
+@pytest.mark.slow
 def test_failures_are_recorded_with_cell_and_error_and_retried_alone(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -196,6 +200,7 @@ def dask_scheduler(tmp_path: Path):
                 process.wait()
 
 
+@pytest.mark.slow
 def test_dask_run_gives_the_same_records_as_a_local_run(
     reference: Path, dask_scheduler: str, tmp_path: Path
 ) -> None:
@@ -206,6 +211,7 @@ def test_dask_run_gives_the_same_records_as_a_local_run(
     assert "summary: 3 records files, 6 rows" in (out / "summary.ipynb").read_text()
 
 
+@pytest.mark.slow
 def test_unreachable_scheduler_is_a_run_error(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setattr(runner, "CONNECT_TIMEOUT", "1s")
     profile = load_profile(write(tmp_path, SMOKE))
@@ -225,12 +231,13 @@ def test_dry_run_lists_jobs_and_executes_nothing(tmp_path: Path, capsys: pytest.
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_cli_rejects_a_bad_profile_with_one_line_and_exit_2(tmp_path: Path) -> None:
     profile, out = write(tmp_path, SMOKE + "budget: [1]\n"), tmp_path / "out"
     result = cli("run", str(profile), "--out", str(out))
     assert result.returncode == 2
     assert result.stderr == f"error: {profile}: unknown key 'budget'; valid keys: name, notebooks, " + (
-        "notebooks_dir, parameters, grid, overrides, summary, timeout\n"
+        "notebooks_dir, parameters, grid, overrides, summary, timeout, step\n"
     )
     assert result.stdout == "" and not out.exists()
 
@@ -316,6 +323,7 @@ def test_a_run_folder_is_locked_against_a_second_run(tmp_path: Path) -> None:
         pass
 
 
+@pytest.mark.slow
 def test_sigterm_stops_the_runner_and_keeps_finished_jobs(tmp_path: Path) -> None:
     text = f"notebooks: [hangs]\nnotebooks_dir: {FIXTURES}\n"
     profile, out = write(tmp_path, text), tmp_path / "out"

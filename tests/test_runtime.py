@@ -30,6 +30,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
 def test_retained_heap_reuses_freed_activations_instead_of_faulting_them_in_again():
     """The same short training in two fresh processes: with the setting, a fraction of the page faults.
@@ -104,6 +105,7 @@ def test_cache_fill_trains_only_the_missing_seeds_on_one_thread_and_stores_them(
     assert trained == [] and len(calls) == 2 and again == found  # every replica now comes from disk
 
 
+@pytest.mark.slow
 def test_study_results_do_not_depend_on_threads_or_workers(tmp_path, monkeypatch):
     """Records are bit-identical whether a study trains on one thread or two programs at once on two.
 

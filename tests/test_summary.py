@@ -269,6 +269,7 @@ def test_widths_ood_and_provenance(run: summary.Summary) -> None:
     assert p["failed"] == ["v07_learned_freq: cell 3: ValueError: boom"] and p["summary"]["git_commit"]
 
 
+@pytest.mark.slow
 def test_summary_notebook_executes_and_exports(tmp_path: Path) -> None:
     run_dir = build_run_dir(tmp_path / "run")
     papermill.execute_notebook(

@@ -51,6 +51,7 @@ def test_batched_equals_naive_over_first_steps(neuron):
             torch.testing.assert_close(p[m], q, rtol=1e-4, atol=atol, msg=f"{name} after training")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("neuron", ["vanilla", "singlu"])
 def test_full_runs_agree_statistically_with_naive(neuron):
     """Over a long run the curves of two exact implementations separate (full-batch training of these models

@@ -30,11 +30,20 @@ from rnlib.analysis.summary import (
     summarize,
     widths,
 )
-from rnlib.paths import REPO_ROOT, SUMMARY_STEM, atomic_write_text
+from rnlib.core.catalog import BASELINES, NEURONS
+from rnlib.paths import REPO_ROOT, SUMMARY_STEM, VERSION_GLOB, atomic_write_text
 from rnlib.provenance import environment_info
 from rnlib.records import COLUMNS, read_records
 
-START, END = "<!-- results:start -->", "<!-- results:end -->"
+BLOCKS = ("answer", "versions", "results")  # README's generated blocks, in the order they appear
+
+
+def markers(block: str) -> tuple[str, str]:
+    """The lines that open and close a generated README block."""
+    return f"<!-- rnlib:{block}:start -->", f"<!-- rnlib:{block}:end -->"
+
+
+START, END = markers("results")
 README_FIGURES = ("heatmap", "seeds", "ood")  # the figures README links; all are in <run_dir>/figures
 
 
@@ -241,12 +250,7 @@ def run_line(data: dict, records: pd.DataFrame, rel: str) -> str:
 
 def render_results(run_dir: str | Path) -> str:
     """README's Results section, from ``<run_dir>/summary.json`` and ``results.csv``."""
-    path = resolve_run_dir(run_dir)
-    if not (path / "summary.json").exists():
-        raise FileNotFoundError(
-            f"{path / 'summary.json'} does not exist; execute notebooks/summary.ipynb first"
-        )
-    data = json.loads((path / "summary.json").read_text(encoding="utf-8"))
+    path, data = load_summary(run_dir)
     rel = Path(os.path.relpath(path, REPO_ROOT)).as_posix()
     findings = pd.DataFrame(data["findings"]).set_index("number")[
         ["finding", "verdict", "seed_robust", "evidence"]
@@ -267,34 +271,113 @@ def render_results(run_dir: str | Path) -> str:
     return "\n\n".join(p for p in parts if p) + "\n"
 
 
-def split_readme(text: str, readme: Path) -> tuple[str, str, str]:
-    """README as (up to and including the start marker line, the section, from the end marker line on)."""
-    lines = text.splitlines(keepends=True)
-    idx = {m: [i for i, line in enumerate(lines) if line.strip() == m] for m in (START, END)}
-    if len(idx[START]) != 1 or len(idx[END]) != 1 or idx[START][0] > idx[END][0]:
-        raise ValueError(
-            f"{readme} needs exactly one `{START}` line followed by one `{END}` line around its results"
+def load_summary(run_dir: str | Path) -> tuple[Path, dict]:
+    """A run folder and its ``summary.json``."""
+    path = resolve_run_dir(run_dir)
+    if not (path / "summary.json").exists():
+        raise FileNotFoundError(
+            f"{path / 'summary.json'} does not exist; execute notebooks/summary.ipynb first"
         )
-    a, b = idx[START][0], idx[END][0]
+    return path, json.loads((path / "summary.json").read_text(encoding="utf-8"))
+
+
+def render_answer(run_dir: str | Path) -> str:
+    """The study's answer in three lines, from the run's findings and regime map."""
+    _, data = load_summary(run_dir)
+    findings = {f["number"]: f for f in data["findings"]}
+    first = findings.get(1)
+    storage = (
+        f"finding 1 ({first['finding']}) is **{first['verdict']}**: {first['evidence'].split(';')[0]}"
+        if first
+        else "this run measured no capacity"
+    )
+    kinds = "; ".join(f"{r['kind']}: {r['winner']} ({r['wins']} tasks)" for r in data["regime_by_kind"])
+    counts = pd.Series([f["verdict"] for f in data["findings"]]).value_counts()
+    tally = ", ".join(f"{n} {verdict}" for verdict, n in counts.items())
+    return (
+        f"- **Does a richer neuron store more per parameter?** In capacity (random labels), {storage}.\n"
+        f"- **Which neuron wins which kind of task?** Best mean per task, counted per kind: {kinds}.\n"
+        f"- **The original study's six findings, checked at a matched budget:** {tally} (Results below).\n"
+    )
+
+
+def notebook_facts(notebook: Path) -> dict[str, str]:
+    """An executed version notebook's title, hypothesis and verdict (its last cell's output)."""
+    cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+    intro = "".join(cells[0]["source"]).splitlines() if cells else []
+    title = intro[0].lstrip("# ").split(":", 1)[-1].strip() if intro else notebook.stem
+    hypothesis = next((line for line in intro if line.startswith("**Hypothesis.**")), "")
+    outputs = cells[-1].get("outputs", []) if cells else []
+    text = "".join("".join(o.get("data", {}).get("text/markdown", "")) for o in outputs)
+    verdict = next((s for s in text.split("**") if s.startswith("Verdict:")), "no verdict recorded")
+    return {
+        "title": title,
+        "hypothesis": hypothesis.removeprefix("**Hypothesis.**").strip(),
+        "verdict": verdict.removeprefix("Verdict:").strip().rstrip("."),
+    }
+
+
+def render_versions(run_dir: str | Path) -> str:
+    """v01–v15: each notebook's neurons and equations, hypothesis, link and verdict, from the executed run."""
+    path, _ = load_summary(run_dir)
+    rel = Path(os.path.relpath(path, REPO_ROOT)).as_posix()
+    rows = []
+    for notebook in sorted(path.glob(VERSION_GLOB)):
+        facts = notebook_facts(notebook)
+        records_file = notebook.with_suffix(".records.csv")
+        trained = read_records(records_file)["neuron"].unique() if records_file.exists() else []
+        version = notebook.stem.split("_")[0]  # v01
+        own = [n for n in NEURONS if NEURONS[n].version == f"v{int(version[1:])}"] or [
+            n for n in trained if n not in BASELINES
+        ]
+        equations = "<br>".join(f"`{n}`: ${NEURONS[n].equation}$" for n in own if n in NEURONS)
+        link = f"[{notebook.stem}]({rel}/{notebook.name})"
+        rows.append((version, facts["title"], equations or "(the neurons above)", facts["hypothesis"], link,
+                     facts["verdict"]))  # fmt: skip
+    table = pd.DataFrame(
+        rows, columns=["version", "question", "neurons", "hypothesis", "executed", "verdict"]
+    )
+    return md_table(table.set_index("version")) + "\n"
+
+
+RENDER = {"answer": render_answer, "versions": render_versions, "results": render_results}
+
+
+def split_readme(text: str, readme: Path, block: str = "results") -> tuple[str, str, str]:
+    """README as (up to and including the block's start line, the block, from its end line on)."""
+    start, end = markers(block)
+    lines = text.splitlines(keepends=True)
+    idx = {m: [i for i, line in enumerate(lines) if line.strip() == m] for m in (start, end)}
+    if len(idx[start]) != 1 or len(idx[end]) != 1 or idx[start][0] > idx[end][0]:
+        raise ValueError(f"{readme} needs exactly one `{start}` line followed by one `{end}` line")
+    a, b = idx[start][0], idx[end][0]
     return "".join(lines[: a + 1]), "".join(lines[a + 1 : b]), "".join(lines[b:])
 
 
+def generated(text: str, readme: Path, run_dir: str | Path) -> str:
+    """``text`` (a README) with every generated block rewritten from ``run_dir``."""
+    for block in BLOCKS:
+        head, _, tail = split_readme(text, readme, block)
+        text = head + RENDER[block](run_dir) + tail
+    return text
+
+
 def update_readme(run_dir: str | Path, readme: str | Path = "README.md") -> bool:
-    """Rewrite README's section between the results markers; True when the file changed."""
+    """Rewrite README's generated blocks from ``run_dir``; True when the file changed."""
     readme = Path(readme) if Path(readme).is_absolute() or Path(readme).exists() else REPO_ROOT / readme
     text = readme.read_text(encoding="utf-8")
-    head, section, tail = split_readme(text, readme)
-    new = render_results(run_dir)
-    if section == new:
+    new = generated(text, readme, run_dir)
+    if new == text:
         return False
-    atomic_write_text(readme, head + new + tail)
+    atomic_write_text(readme, new)
     return True
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m rnlib readme [--run-dir DIR] [--readme FILE] [--check]``; 1 on a stale README (--check)."""
     p = argparse.ArgumentParser(
-        prog="python -m rnlib readme", description="Regenerate README's Results section."
+        prog="python -m rnlib readme",
+        description="Regenerate README's generated blocks (answer, versions, results) from a run.",
     )
     p.add_argument("--run-dir", default="executed/default", help="run directory holding summary.json")
     p.add_argument("--readme", default=str(REPO_ROOT / "README.md"), help="README to update")
@@ -304,8 +387,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         if args.check:
-            _, section, _ = split_readme(Path(args.readme).read_text(encoding="utf-8"), Path(args.readme))
-            stale = section != render_results(args.run_dir)
+            readme = Path(args.readme)
+            text = readme.read_text(encoding="utf-8")
+            stale = generated(text, readme, args.run_dir) != text
             state = "out of date; run `python -m rnlib readme`" if stale else "up to date"
             print(f"{args.readme}: results {state}")
             return int(stale)

@@ -30,11 +30,11 @@ from typing import Any
 import papermill
 import yaml
 
+from rnlib.core import catalog
 from rnlib.core.catalog import NEURONS, TASKS
-from rnlib.paths import NOTEBOOKS_DIR, REPO_ROOT, SUMMARY_STEM
+from rnlib.paths import NOTEBOOKS_DIR, REPO_ROOT, SUMMARY_STEM, VERSION_GLOB
 from rnlib.provenance import job_version
 
-VERSION_GLOB = "v[0-9][0-9]_*.ipynb"  # the fifteen version notebooks
 RUNNER_SET = ("records", "run_dir")  # parameters only the runner sets: each job's records path, the run dir
 KEYS = ("name", "notebooks", "notebooks_dir", "parameters", "grid", "overrides", "summary", "timeout", "step")
 STEP_KINDS = ("auto", "fused", "autograd")  # rnlib.training.trainer.STEP_KINDS; kept torch-free here
@@ -86,9 +86,15 @@ class Job:
         return self.notebook.stem
 
 
+def profile_version(profile: Profile) -> str:
+    """What decides every job's outputs besides its notebook and parameters: the declared numerics and
+    analysis versions, torch, the profile's step (``rnlib.provenance.job_version``) and the registry."""
+    return f"{job_version(profile.step)}-registry{catalog.digest()}"
+
+
 def job_id(notebook: Path, parameters: dict[str, Any], version: str) -> str:
     """Stable id of a job: sha256 of the notebook's content, its parameters and ``version``, which is
-    ``rnlib.provenance.job_version()``: what else decides the outputs (never the source text)."""
+    ``profile_version``: what else decides the outputs (never the source text)."""
     digest = hashlib.sha256(notebook.read_bytes())
     digest.update(json.dumps(parameters, sort_keys=True, default=str).encode())
     digest.update(version.encode())
@@ -305,7 +311,7 @@ def load_profile(path: Path | str, notebooks_dir: Path | str | None = None) -> P
 
 def expand_jobs(profile: Profile) -> list[Job]:
     """One job per notebook and grid combination, named after the grid keys that vary."""
-    version = job_version(profile.step)
+    version = profile_version(profile)
     varying = [key for key, values in profile.grid.items() if len(values) > 1]
     jobs: list[Job] = []
     for notebook in profile.notebooks:

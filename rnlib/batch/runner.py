@@ -36,9 +36,9 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from papermill.exceptions import PapermillExecutionError
 from tqdm import tqdm
 
-from rnlib.batch.profiles import SUMMARY_STEM, Job, Profile, expand_jobs, job_id, select_jobs
+from rnlib.batch.profiles import SUMMARY_STEM, Job, Profile, expand_jobs, job_id, profile_version, select_jobs
 from rnlib.paths import EXECUTED_DIR, REPO_ROOT, atomic_write_text
-from rnlib.provenance import STEP_ENV, job_version
+from rnlib.provenance import STEP_ENV
 
 KERNEL = "python3"
 START_ATTEMPTS = 3  # kernels started together can race for ZMQ ports or die before replying
@@ -364,7 +364,7 @@ def summary_job(profile: Profile, out: Path, jobs: Sequence[Job]) -> Job | None:
         return None
     parameters = {"run_dir": repo_relative(out)}
     inputs = sorted((job.stem, job.id) for job in jobs if job_state(out, job) == "done")
-    summary_id = job_id(notebook, {**parameters, "jobs": inputs}, job_version(profile.step))
+    summary_id = job_id(notebook, {**parameters, "jobs": inputs}, profile_version(profile))
     return Job(notebook, SUMMARY_STEM, parameters, summary_id, records=False, step=profile.step)
 
 

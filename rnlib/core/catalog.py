@@ -8,10 +8,12 @@ module, so they never import torch (docs/protocol.md §2 and §4 are the tables 
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 KINDS = ("regression", "classification", "generalization")
 METRICS = {"regression": "mse", "classification": "accuracy", "generalization": "mse"}  # protocol §4
+BASELINES = ("vanilla", "singlu")  # protocol §3: every version notebook trains both
 CAPACITY_KINDS = ("binary", "real")  # protocol §8: fair-coin labels, or y ~ N(0, 1) targets
 
 
@@ -61,6 +63,7 @@ class Neuron:
 
 LAYER_NORM = (Vector("ln_weight", "norm", 1.0), Vector("ln_bias", "norm", 0.0))  # nn.LayerNorm's init
 V1_MATRICES = (Matrix("1"), Matrix("2", periodic=True))
+GLU = (Matrix("g"), Matrix("v"))  # a gate and a value, neither inside a sine
 PHASE_MATRICES = (Matrix("g", periodic=True), Matrix("phi", "meta"), Matrix("v"))  # v10 to v15
 
 # fmt: off
@@ -72,6 +75,10 @@ NEURONS: dict[str, Neuron] = {n.name: n for n in (
     Neuron("bilinear", "v2", (Matrix("1"), Matrix("2")), r"u\odot(W_2x+b_2)", uses_omega=False),
     Neuron("v1_no_residual", "v2", V1_MATRICES, r"\mathrm{LN}(u\odot\sin(\omega(W_2x+b_2)))", LAYER_NORM),
     Neuron("v1_no_norm", "v2", V1_MATRICES, r"u\odot\sin(\omega(W_2x+b_2))+u"),
+    # the GLU family (Shazeer 2020): SinGLU's gate with a standard activation, to tell the sine from the gate
+    Neuron("reglu", "v2", GLU, r"\mathrm{ReLU}(g)\odot v", uses_omega=False),
+    Neuron("geglu", "v2", GLU, r"\mathrm{GELU}(g)\odot v", uses_omega=False),  # the exact (erf) GELU
+    Neuron("swiglu", "v2", GLU, r"\mathrm{SiLU}(g)\odot v", uses_omega=False),
     Neuron("v4_lowrank", "v4", V1_MATRICES, r"\mathrm{LN}(u\odot\sin(\omega(A_2B_2x+b_2))+u),\ u=A_1B_1x+b_1",
            LAYER_NORM, low_rank=True),
     Neuron("v4_shared", "v4", (Matrix("", periodic=True),), r"u\odot\sin(\omega u)+u,\ u=Wx+b"),
@@ -136,3 +143,10 @@ TASKS: dict[str, TaskInfo] = {t.name: t for t in (
              "input (x, κ/2π) -> sin(κx) + ½sin(2κx); train κ ~ U[π,2π], test κ = 10π"),
 )}
 # fmt: on
+
+
+def digest() -> str:
+    """A short hash of every declaration above: part of every job's id, since a notebook's output depends on
+    what is registered (v03 tabulates every neuron's width, the summary orders by the registry)."""
+    text = repr((BASELINES, CAPACITY_KINDS, list(NEURONS.values()), list(TASKS.values())))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]

@@ -240,6 +240,30 @@ class Bilinear(NeuronLayer):
         return z["1"] * z["2"]
 
 
+@declared("reglu")
+class ReGLU(NeuronLayer):
+    """v2 control: ``ReLU(g) ⊙ v``."""
+
+    def activate(self, z):
+        return torch.relu(z["g"]) * z["v"]
+
+
+@declared("geglu")
+class GeGLU(NeuronLayer):
+    """v2 control: ``GELU(g) ⊙ v`` with the exact, erf-based GELU."""
+
+    def activate(self, z):
+        return F.gelu(z["g"]) * z["v"]
+
+
+@declared("swiglu")
+class SwiGLU(NeuronLayer):
+    """v2 control: ``SiLU(g) ⊙ v`` (``SiLU(g) = g·sigmoid(g)``)."""
+
+    def activate(self, z):
+        return F.silu(z["g"]) * z["v"]
+
+
 @declared("v1_rich")
 class V1Rich(NeuronLayer):
     """v1: ``LayerNorm(u ⊙ sin(ω·(W2·x + b2)) + u)``, ``u = W1·x + b1``."""

@@ -23,7 +23,7 @@ from typing import Any
 
 from rnlib.paths import REPO_ROOT, atomic_write_text
 from rnlib.provenance import result_version
-from rnlib.training import runtime
+from rnlib.training import fused, runtime
 from rnlib.training.trainer import RunResult, TrainConfig
 
 
@@ -43,7 +43,9 @@ def cache_key(
         "sizing": sizing,  # budget or width, and depth
         "options": options,  # omega, init
         "config": {k: v for k, v in asdict(config).items() if k not in ("device", "step")},
-        "version": result_version(config.step),  # declared numerics, torch, the step this machine takes
+        "version": result_version(
+            fused.step_for(neuron, config.step, config.device)
+        ),  # numerics, torch, step
         "device": config.device.split(":")[0],  # cpu and cuda agree to float tolerance, not bitwise
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

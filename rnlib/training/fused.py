@@ -34,6 +34,7 @@ import ctypes
 import functools
 import hashlib
 import os
+import re
 import subprocess
 import tempfile
 import warnings
@@ -129,6 +130,27 @@ def read_table(lib: ctypes.CDLL) -> dict[str, CNeuron]:
     return {
         lib.rn_neuron_name(i).decode(): CNeuron(i, lib.rn_saved_rows(i)) for i in range(lib.rn_neuron_count())
     }
+
+
+SOURCE_ENTRY = re.compile(
+    r'^\s*\{"(\w+)", \d+, fwd_\w+, bwd_\w+\},', re.MULTILINE
+)  # a row of fused.c's table
+
+
+@functools.cache
+def source_neurons() -> frozenset[str]:
+    """The neurons ``fused.c``'s table names, read from its text: what a cache key may use, since computing
+    one never compiles (tests hold it equal to the built library's ``fused_neurons``)."""
+    return frozenset(SOURCE_ENTRY.findall(SOURCE.read_text()))
+
+
+def step_for(neuron: str, step: str, device: str = "cpu") -> str:
+    """The step ``TrainConfig(step=step)`` trains ``neuron`` with here, ``fused`` or ``autograd``, decided
+    without compiling: part of the neuron's cache keys. (A neuron the guard then moves to autograd keeps its
+    ``fused`` keys: the guard catches an unbumped arithmetic change, which tests/test_golden.py fails on.)"""
+    if step == "autograd" or device.split(":")[0] != "cpu" or fused_support():
+        return "autograd"
+    return "fused" if step == "fused" or neuron in source_neurons() else "autograd"
 
 
 def fused_neurons() -> tuple[str, ...]:

@@ -1,19 +1,21 @@
 """The naive reference: protocol §2's equations written out with stock PyTorch, one model per seed.
 
-Not used by the study. ``EQUATIONS`` are the protocol's table applied to one replica's weights with plain
-torch ops
-(LayerNorm by hand, stock ``torch.tanh``/``torch.sigmoid``); tests check every rnlib layer against them in
-float64. ``naive_train`` trains one ``NaiveNet`` (those equations, ``addmm`` as ``nn.Linear`` computes it)
-with stock ``torch.optim.Adam`` and ``CosineAnnealingLR``, one seed after another: the way a study without
-rnlib trains. Tests check the batched trainer against it, and ``benchmarks/train_throughput.py`` measures the
-trainer's speed-up over it. It shares only the initial weights with rnlib (copied from rnlib's initialiser
-for the same seed, which tests check on its own: PyTorch's default bounds, SIREN's, one generator per seed).
+Not used by the study. ``REFERENCES`` hold, per neuron, what the tests expect of it: its equation
+(``EQUATIONS``: the protocol's table applied to one replica's weights with plain torch ops, LayerNorm by
+hand, stock ``torch.tanh``/``torch.sigmoid``; tests check every rnlib layer against them in float64), its
+parameters by role, its periodic and zero-initialised matrices. ``naive_train`` trains one ``NaiveNet``
+(those equations, ``addmm`` as ``nn.Linear`` computes it) with stock ``torch.optim.Adam`` and
+``CosineAnnealingLR``, one seed after another: the way a study without rnlib trains. Tests check the batched
+trainer against it, and ``benchmarks/train_throughput.py`` measures the trainer's speed-up over it. It shares
+only the initial weights with rnlib (copied from rnlib's initialiser for the same seed, which tests check on
+its own: PyTorch's default bounds, SIREN's, one generator per seed).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +57,20 @@ def ref_siren(p, x, w):
 
 def ref_bilinear(p, x, w):
     return lin(p, x, "1") * lin(p, x, "2")
+
+
+def ref_reglu(p, x, w):
+    return torch.clamp(lin(p, x, "g"), min=0) * lin(p, x, "v")
+
+
+def ref_geglu(p, x, w):
+    g = lin(p, x, "g")
+    return 0.5 * g * (1 + torch.erf(g / math.sqrt(2))) * lin(p, x, "v")
+
+
+def ref_swiglu(p, x, w):
+    g = lin(p, x, "g")
+    return g / (1 + torch.exp(-g)) * lin(p, x, "v")
 
 
 def ref_v1_rich(p, x, w):
@@ -129,27 +145,77 @@ def ref_v15_dual_phase(p, x, w):
     return first * second * lin(p, x, "v")
 
 
-# neuron -> hidden layer (weights of one replica, input (N, in), ω) -> (N, width)
-EQUATIONS: dict[str, Callable[[Params, Tensor, float], Tensor]] = {
-    "vanilla": ref_vanilla,
-    "singlu": ref_singlu,
-    "v1_rich": ref_v1_rich,
-    "siren": ref_siren,
-    "bilinear": ref_bilinear,
-    "v1_no_residual": ref_v1_no_residual,
-    "v1_no_norm": ref_v1_no_norm,
-    "v4_lowrank": ref_v4_lowrank,
-    "v4_shared": ref_v4_shared,
-    "v6_routing": ref_v6_routing,
-    "v7_learned_freq": ref_v7_learned_freq,
-    "v8_phase_gate": ref_v8_phase_gate,
-    "v9_controlled": ref_v9_controlled,
-    "v10_free_phase": ref_v10_free_phase,
-    "v11_scaled_phase": ref_v11_scaled_phase,
-    "v12_fm": ref_v12_fm,
-    "v13_aligned_phase": ref_v13_aligned_phase,
-    "v15_dual_phase": ref_v15_dual_phase,
+# Parameter names of one hidden layer, by role (protocol §2: meta = Wφ, Wa, Wω, their biases, α β γ).
+GLU = frozenset({"Wg", "bg", "Wv", "bv"})
+TWO = frozenset({"W1", "b1", "W2", "b2"})
+ONE = frozenset({"W", "b"})
+LN = frozenset({"ln_weight", "ln_bias"})
+PHI = frozenset({"Wphi", "bphi"})
+
+
+def full(i: int, n: int) -> int:
+    """Parameters of one ``Linear`` i -> n with bias."""
+    return i * n + n
+
+
+def low_rank(i: int, n: int) -> int:
+    """v4: ``A·B`` with rank r = min(i, max(1, n // 4)), plus the bias."""
+    r = min(i, max(1, n // 4))
+    return r * (i + n) + n
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What the tests expect of one neuron, written out apart from rnlib's layers and declarations."""
+
+    equation: Callable[[Params, Tensor, float], Tensor]  # weights of one replica, (N, in), ω -> (N, width)
+    count: Callable[[int, int], int]  # closed-form parameters of one layer with i inputs and width n
+    direct: frozenset[str]  # parameter names by role
+    meta: frozenset[str] = frozenset()
+    norm: frozenset[str] = frozenset()
+    # matrices inside sin(ω·…) that init="siren" re-initialises (v4_lowrank's sine branch is factorised, and
+    # keeps the default init: SIREN's bounds are for a full matrix)
+    periodic: tuple[str, ...] = ()
+    zero_init: frozenset[str] = frozenset()  # parameters that start at 0
+
+
+def matrices(k: int, extra: int = 0) -> Callable[[int, int], int]:
+    """A layer of ``k`` full ``Linear`` i -> n plus ``extra`` per-unit vectors of n."""
+    return lambda i, n: k * full(i, n) + extra * n
+
+
+V4 = frozenset({"A1", "B1", "b1", "A2", "B2", "b2"})
+SINE = ("Wg",)  # the GLU neurons' sine branch
+# fmt: off
+REFERENCES: dict[str, Reference] = {
+    "vanilla": Reference(ref_vanilla, matrices(1), ONE),
+    "singlu": Reference(ref_singlu, matrices(2), GLU, periodic=SINE),
+    "v1_rich": Reference(ref_v1_rich, matrices(2, 2), TWO, norm=LN, periodic=("W2",)),  # + LayerNorm
+    "siren": Reference(ref_siren, matrices(1), ONE, periodic=("W",)),
+    "bilinear": Reference(ref_bilinear, matrices(2), TWO),
+    "v1_no_residual": Reference(ref_v1_no_residual, matrices(2, 2), TWO, norm=LN, periodic=("W2",)),
+    "v1_no_norm": Reference(ref_v1_no_norm, matrices(2), TWO, periodic=("W2",)),
+    "reglu": Reference(ref_reglu, matrices(2), GLU),
+    "geglu": Reference(ref_geglu, matrices(2), GLU),
+    "swiglu": Reference(ref_swiglu, matrices(2), GLU),
+    "v4_lowrank": Reference(ref_v4_lowrank, lambda i, n: 2 * low_rank(i, n) + 2 * n, V4, norm=LN),
+    "v4_shared": Reference(ref_v4_shared, matrices(1), ONE, periodic=("W",)),
+    "v6_routing": Reference(ref_v6_routing, matrices(3), GLU, frozenset({"Wa", "ba"}), periodic=SINE),
+    "v7_learned_freq": Reference(ref_v7_learned_freq, matrices(3), GLU, frozenset({"Womega", "bomega"}),
+                                 periodic=SINE, zero_init=frozenset({"Womega", "bomega"})),
+    "v8_phase_gate": Reference(ref_v8_phase_gate, matrices(4), GLU, frozenset({"Wa", "ba"}) | PHI,
+                               periodic=SINE),
+    "v9_controlled": Reference(ref_v9_controlled, lambda i, n: 5 * i * n + 4 * n,  # Wω has no bias
+                               GLU, frozenset({"Wa", "ba", "Womega"}) | PHI, periodic=SINE),
+    "v10_free_phase": Reference(ref_v10_free_phase, matrices(3), GLU, PHI, periodic=SINE),
+    "v11_scaled_phase": Reference(ref_v11_scaled_phase, matrices(3), GLU, PHI, periodic=SINE),
+    "v12_fm": Reference(ref_v12_fm, matrices(3), GLU, PHI, periodic=SINE),
+    "v13_aligned_phase": Reference(ref_v13_aligned_phase, matrices(3), GLU, PHI, periodic=SINE),
+    "v15_dual_phase": Reference(ref_v15_dual_phase, matrices(3, 3), GLU, PHI | {"alpha", "beta", "gamma"},
+                                periodic=SINE),  # + α, β, γ
 }
+# fmt: on
+EQUATIONS = {name: ref.equation for name, ref in REFERENCES.items()}  # neuron -> hidden layer
 
 
 class NaiveNet(nn.Module):
