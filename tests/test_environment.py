@@ -14,7 +14,7 @@ from rnlib.paths import REPO_ROOT
 EXACT_PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[A-Za-z0-9.!+_-]+)$")
 # Installed versions may carry these local suffixes (the CPU-only torch wheel is `2.13.0+cpu`).
 ALLOWED_LOCAL_SUFFIX = {"torch": {"cpu"}}
-README_HEAD_LINES = 12  # the quick start must be visible without scrolling
+README_HEAD_LINES = 20  # the quick start, after the three-line answer, must be visible without scrolling
 
 
 def normalise(name: str) -> str:

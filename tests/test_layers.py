@@ -16,7 +16,8 @@ PACKAGE = REPO_ROOT / "rnlib"
 LAYERS = ("base", "core", "training", "analysis", "batch")  # each may import the ones before it
 TORCH_FREE = (  # what reads records, summarises, renders the README, or validates a profile
     "rnlib.records", "rnlib.analysis.tables", "rnlib.analysis.summary", "rnlib.analysis.capacity",
-    "rnlib.analysis.report", "rnlib.core.catalog", "rnlib.batch.profiles", "rnlib.batch.cli",
+    "rnlib.analysis.plots", "rnlib.analysis.report", "rnlib.core.catalog", "rnlib.batch.profiles",
+    "rnlib.batch.cli",
 )  # fmt: skip
 
 
@@ -32,10 +33,20 @@ def layer(module: str) -> str:
     return parts[1] if len(parts) > 1 and parts[1] in LAYERS else "base"
 
 
+def runtime_nodes(tree: ast.AST):
+    """Every node of ``tree`` but those under ``if TYPE_CHECKING:`` (imports for annotations only)."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING":
+            continue
+        yield node
+        yield from runtime_nodes(node)
+
+
 def imported(path: Path) -> set[str]:
-    """Every ``rnlib`` module that ``path`` imports, at any depth (``from rnlib.x import y`` counts x)."""
+    """Every ``rnlib`` module that ``path`` imports at run time, at any depth (``from rnlib.x import y``
+    counts x and, where it is a module, x.y)."""
     names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in runtime_nodes(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("rnlib"):
             names.add(node.module)
             folder = PACKAGE.parent / node.module.replace(".", "/")
@@ -56,6 +67,13 @@ def test_imports_point_down_the_layers(path: Path) -> None:
     if name == "rnlib.__main__":
         upward.remove("rnlib.batch.cli")  # the entry point hands over to the command line
     assert not upward, f"{name} ({LAYERS[own]}) imports a higher layer: {', '.join(upward)}"
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "analysis").glob("*.py")), ids=lambda p: module_name(p))
+def test_analysis_never_imports_training(path: Path) -> None:
+    """Analysis reads records: it is handed what training computed and never trains or imports it."""
+    training = sorted(m for m in imported(path) if layer(m) == "training")
+    assert not training, f"{module_name(path)} imports {', '.join(training)}"
 
 
 def test_every_module_sits_in_a_layer() -> None:

@@ -350,3 +350,46 @@ def test_tanh_matches_torch_tanh_in_value_and_gradient():
     )
     torch.testing.assert_close(Tanh.apply(x64), torch.tanh(x64), rtol=0, atol=1e-15)
     assert torch.autograd.gradcheck(Tanh.apply, (x64,))
+
+
+def test_adding_a_neuron_takes_a_declaration_a_class_and_a_reference(monkeypatch):
+    """The whole path of README's "Adding a neuron", with a throwaway `cosglu`: declared in the catalog, given
+    its math by @declared, referenced apart; then the registry's own tests, budget matching and training
+    take it as they take every neuron."""
+    from rnlib.core import catalog, neurons
+    from rnlib.core.models import count_params, width_for_budget
+    from rnlib.training import fused
+    from rnlib.training.reference import GLU, Reference, matrices
+    from rnlib.training.trainer import TrainConfig, train
+
+    decl = catalog.Neuron("cosglu", "v2", (catalog.Matrix("g", periodic=True), catalog.Matrix("v")),
+                          r"\cos(\omega g)\odot v")  # fmt: skip
+    monkeypatch.setitem(catalog.NEURONS, "cosglu", decl)  # 1. the declaration
+    monkeypatch.setattr(neurons, "LAYERS", dict(neurons.LAYERS))
+
+    @neurons.declared("cosglu")  # 2. the math
+    class CosGLU(neurons.NeuronLayer):
+        def activate(self, z):
+            return torch.cos(self.scaled(z["g"])) * z["v"]
+
+    assert neurons._registry()["cosglu"] is CosGLU  # the registry now takes it, in catalog order
+    monkeypatch.setitem(NEURONS, "cosglu", CosGLU)
+
+    def ref_cosglu(p, x, w):  # 3. the reference, written out apart
+        return torch.cos(w * lin(p, x, "g")) * lin(p, x, "v")
+
+    monkeypatch.setitem(REFERENCES, "cosglu", Reference(ref_cosglu, matrices(2), GLU, periodic=("Wg",)))
+    monkeypatch.setitem(EQUATIONS, "cosglu", ref_cosglu)
+    test_every_registered_neuron_has_an_independent_reference()
+    test_layer_forward_matches_spec_equation("cosglu", 3.0)
+    test_param_groups_follow_spec_roles("cosglu")
+    test_siren_init_bounds("cosglu")
+    width = width_for_budget("cosglu", 2, 1, 3000)
+    count = REFERENCES["cosglu"].count
+    assert (
+        count_params(build_model("cosglu", 2, 1, budget=3000))
+        == count(2, width) + count(width, width) + width + 1
+    )
+    assert fused.step_for("cosglu", "auto") == "autograd"  # no C entry: it trains with autograd
+    runs = train("cosglu", "nested2d", [0], config=TrainConfig(steps=5, record_every=0))
+    assert runs[0].steps == 5 and not runs[0].diverged

@@ -47,6 +47,7 @@ ERRORS = {
         "unknown key 'grd' (did you mean 'grid'?); valid keys: name",
     ),
     "bad name": (HEAD + "name: a/b\n", "name", "expected a folder name"),
+    "bad step": (HEAD + "step: c\n", "step", "expected one of auto, fused, autograd, got 'c'"),
     "no dir": (
         "notebooks_dir: /nonexistent/rnlib\n",
         "notebooks_dir",
@@ -237,6 +238,13 @@ def test_registering_a_neuron_changes_every_job_id(monkeypatch) -> None:
     monkeypatch.setitem(catalog.NEURONS, "singlu_copy", extra)
     after = [job.id for job in expand_jobs(profile)]
     assert not set(before) & set(after)
+
+
+def test_a_profile_step_is_in_every_job_and_its_id(tmp_path: Path) -> None:
+    auto = expand_jobs(load_profile(write(tmp_path, HEAD)))
+    slow = expand_jobs(load_profile(write(tmp_path, HEAD + "step: autograd\n", "slow.yaml")))
+    assert [j.step for j in auto] == ["auto"] and [j.step for j in slow] == ["autograd"]
+    assert auto[0].id != slow[0].id or "autograd" in job_version()  # same only where auto means autograd
 
 
 @pytest.mark.slow

@@ -110,5 +110,5 @@ def test_versions_block_reads_each_executed_notebook_and_the_catalog(run_dir: Pa
     nbformat.write(nb, folder / "v10_free_phase.ipynb")
     row = next(line for line in report.render_versions(folder).splitlines() if line.startswith("| v10 |"))
     assert "| free phase | `v10_free_phase`: $\\sin(\\omega g+\\pi\\tanh\\varphi)\\odot v$ |" in row
-    assert "| A free phase beats both. |" in row
+    assert "| A free phase beats both baselines. |" in row
     assert row.endswith("| the hypothesis did not hold |")

@@ -258,6 +258,8 @@ def test_kernel_env_divides_cores_among_workers() -> None:
         ["OMP_NUM_THREADS", "MKL_NUM_THREADS", "RNLIB_THREADS"], "2"
     )
     assert kernel_env(2, available=2)["RNLIB_THREADS"] == "1"
+    assert kernel_env(2, available=2, step="autograd")["RNLIB_STEP"] == "autograd"  # a profile's `step`
+    assert "RNLIB_STEP" not in kernel_env(2, available=2)  # auto: the kernel decides
     assert kernel_env(8, available=2)["RNLIB_THREADS"] == "1"
     assert kernel_env(3, available=16)["OMP_NUM_THREADS"] == "5"
 

@@ -160,3 +160,16 @@ def test_bad_config_and_names():
         train("vanilla", "nope", [0], config=TrainConfig(steps=1))
     with pytest.raises(KeyError, match="valid neurons: vanilla, singlu"):
         train("relu2", "nested2d", [0], config=TrainConfig(steps=1))
+
+
+def test_study_takes_its_step_from_the_argument_else_the_environment(monkeypatch, tmp_path):
+    """``Study(step=...)`` chooses the step; without it a kernel started by a profile with ``step:`` gets it
+    from RNLIB_STEP; ``auto`` otherwise."""
+    records = tmp_path / "r.csv"
+    monkeypatch.delenv("RNLIB_STEP", raising=False)
+    assert Study("t", records=records).config.step == "auto"
+    assert Study("t", records=records, step="autograd").config.step == "autograd"
+    monkeypatch.setenv("RNLIB_STEP", "autograd")
+    assert Study("t", records=records).config.step == "autograd"
+    with pytest.raises(ValueError, match="unknown step 'c'"):
+        Study("t", records=records, step="c")

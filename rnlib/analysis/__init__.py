@@ -1,4 +1,5 @@
-"""Analysis: records, the comparison rule, the summary, figures and the README/HTML report.
+"""Analysis: tables, the summary, figures, capacity and the README's generated blocks, from records.
 
-Reads records; never trains. ``records``, ``summary`` and ``report`` import neither torch nor training.
+Reads records; never trains. ``tables``, ``summary``, ``capacity`` and ``report`` import neither torch nor
+training (``plots`` neither, at run time).
 """

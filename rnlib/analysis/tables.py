@@ -5,10 +5,11 @@ count and the best marked, and the win counts behind each verdict.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import pandas as pd
 
-from rnlib.core.catalog import lower_is_better
+from rnlib.core.catalog import BASELINES, lower_is_better
 
 
 def format_value(mean: float, std: float, metric: str) -> str:
@@ -92,3 +93,33 @@ def beats_line(records: pd.DataFrame, model: str, baseline: str) -> str:
         f"{model} beats {baseline} on {len(wins)} of {len(c)} tasks "
         f"({', '.join(wins['task']) or 'none'}), in every seed on {every_seed} of them"
     )
+
+
+# ------------------------------------------------------------------- the version notebooks' verdict rule
+MAJORITY = "more than half of the tasks"  # what "beats" means for a notebook's hypothesis (protocol §3)
+
+
+def majority(wins: pd.Series) -> bool:
+    """Whether ``wins`` (one bool per task, ``compare``'s column) holds on more than half of the tasks."""
+    return int(wins.sum()) > len(wins) / 2
+
+
+def verdict(held: bool, evidence: str, criterion: str, lines: Sequence[str] = (), note: str = "") -> str:
+    """A notebook's verdict cell as Markdown: its comparisons, then **Verdict: the hypothesis held / did not
+    hold.** with the numbers and the criterion it was held to (the one form every notebook uses)."""
+    bullets = "".join(f"- {line}.\n" for line in lines)
+    outcome = "held" if held else "did not hold"
+    return f"{bullets}\n**Verdict: the hypothesis {outcome}.** {evidence} (criterion: {criterion}).{note}"
+
+
+def beats_baselines(
+    records: pd.DataFrame, model: str, baselines: Sequence[str] = BASELINES, note: str = ""
+) -> str:
+    """The verdict of "``model`` beats the baselines": more than half of the tasks against each."""
+    wins = {b: compare(records, model, b)["wins"] for b in baselines}
+    evidence = f"{model} beats " + " and ".join(
+        f"{b} on {w.sum()} of {len(w)} tasks" for b, w in wins.items()
+    )
+    held = all(majority(w) for w in wins.values())
+    criterion = f"{MAJORITY} against each baseline, on the mean over seeds"
+    return verdict(held, evidence, criterion, [beats_line(records, model, b) for b in wins], note)

@@ -117,7 +117,7 @@ def readme_command(args: argparse.Namespace) -> int:
 def add_readme_command(subparsers: argparse._SubParsersAction) -> None:
     """Register ``rnlib readme``: its options are rnlib.analysis.report's (``rnlib readme --help``)."""
     parser = subparsers.add_parser(
-        "readme", add_help=False, help="regenerate README's Results section from a run (--check to verify)"
+        "readme", add_help=False, help="regenerate README's generated blocks from a run (--check to verify)"
     )
     parser.set_defaults(handler=readme_command, takes_extra=True)
 

@@ -47,7 +47,7 @@ class SingleOutputLinear(torch.autograd.Function):
     """``x @ w + b`` with one output unit, as broadcast multiply-and-sum instead of a GEMM.
 
     A regression head (``out = 1``) makes every matmul of its forward and backward a matrix-vector product or
-    an outer product, which batched GEMM kernels run at a fraction of their speed; the elementwise forms are
+    an outer product, which batched GEMM routines run at a fraction of their speed; the elementwise forms are
     ~2.5x faster here. The weight gradient stays a GEMM, but as ``grad^T @ x`` (a row vector times a
     contiguous matrix: 38 µs) rather than ``x^T @ grad`` (227 µs) or a multiply-and-sum (131 µs) at
     (3, 1000, 68). Same arithmetic, different summation order (float32 rounding only).
@@ -196,7 +196,7 @@ class NeuronLayer(nn.Module):
             self.probes.update({k: t.detach() for k, t in tensors.items()})
 
     def scaled(self, t: Tensor) -> Tensor:
-        """``ω·t``; skips the multiply at ω = 1, which is exact, saving a kernel forward and backward."""
+        """``ω·t``; skips the multiply at ω = 1, which is exact, saving an op forward and backward."""
         return t if self.omega == 1.0 else self.omega * t
 
     def layer_norm(self, h: Tensor) -> Tensor:

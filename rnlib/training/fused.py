@@ -193,9 +193,8 @@ def addresses(tensors: list[Tensor | None]) -> ctypes.Array:
 class FusedLayer:
     """One hidden layer's parameters, gradient views and buffers, and the C arrays pointing into them.
 
-    Each matrix's pre-activation is its own contiguous (M, N, W) buffer and its own matmul. (Measured and
-    rejected: the K matrices side by side as one (M, in, K·W) matmul, cheaper alone, made whole steps up to
-    15% slower, since the C passes then read and write rows K·W apart; README, Performance.)
+    Each matrix's pre-activation is its own contiguous (M, N, W) buffer and its own matmul: one (M, in, K·W)
+    matmul for all K made whole steps up to 15% slower (the passes then stride K·W; docs/performance.md).
     """
 
     neuron_id: int

@@ -77,7 +77,7 @@ def single_threaded() -> Iterator[None]:
 def map_programs(fn: Callable[[T], R], items: Iterable[T], workers: int) -> list[R]:
     """``[fn(x) for x in items]``, ``workers`` at a time, each call on one intra-op thread; results in order.
 
-    Calls run in threads of this process (PyTorch releases the GIL inside its kernels and the backward
+    Calls run in threads of this process (PyTorch releases the GIL inside its ops and the backward
     pass), so they share the result cache and its locks. If a call raises, the calls not yet started are
     cancelled, those running finish (what they train is cached), and the first error in item order is
     raised; an interrupt stops waiting at once.

@@ -94,8 +94,8 @@ Callback = Callable[[TrainState], None]
 class FlatAdam:
     """Adam over one flat buffer that holds every parameter (as views) and every gradient.
 
-    The update is PyTorch's fused Adam kernel (``torch._fused_adam_``, what ``torch.optim.Adam(fused=True)``
-    calls) on that one buffer: one pass over the parameters per step instead of ~10 kernel calls per parameter
+    The update is PyTorch's fused Adam op (``torch._fused_adam_``, what ``torch.optim.Adam(fused=True)``
+    calls) on that one buffer: one pass over the parameters per step instead of ~10 op calls per parameter
     tensor. At these model sizes the launches cost more than the arithmetic: 15K parameters update in ~9 µs
     against ~125 µs for the six-call unfused form. Same update rule as ``torch.optim.Adam``; the summation
     order of its arithmetic differs at float32 rounding.
