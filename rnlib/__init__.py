@@ -34,12 +34,13 @@ _EXPORTS = {
     "width_for_budget": "rnlib.core.models",
 }
 _MODULES = {
-    name: f"rnlib.{layer}.{name}"
+    name: f"rnlib.{layer}{name}"
     for layer, names in {
-        "core": ("catalog", "neurons", "tasks", "models", "metrics"),
-        "training": ("trainer", "fused", "cache", "runtime", "diagnostics", "study", "capacity_search"),
-        "analysis": ("records", "summary", "plots", "capacity", "report"),
-        "batch": ("profiles", "runner", "cli"),
+        "": ("paths", "provenance", "records"),
+        "core.": ("catalog", "neurons", "tasks", "models", "metrics"),
+        "training.": ("trainer", "fused", "cache", "runtime", "diagnostics", "study", "capacity_search"),
+        "analysis.": ("tables", "summary", "plots", "capacity", "report"),
+        "batch.": ("profiles", "runner", "cli"),
     }.items()
     for name in names
 }

@@ -101,3 +101,12 @@ print(sorted(m for m in sys.modules if m == "torch" or m.startswith("torch.")))
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout[-500:]
+
+
+def test_public_modules_resolve_by_short_name_after_import_rnlib() -> None:
+    """``import rnlib; rnlib.neurons`` works (lazily), for every module named in rnlib._MODULES."""
+    import rnlib
+
+    for short, full in rnlib._MODULES.items():
+        assert getattr(rnlib, short).__name__ == full
+    assert "singlu" in rnlib.neurons.NEURONS and rnlib.Study.__module__ == "rnlib.training.study"

@@ -161,3 +161,21 @@ def test_executes_under_smoke_profile(notebook, smoke_jobs, shared_cache, tmp_pa
     assert ok["value"].map(math.isfinite).all()
     assert ok.loc[ok["task"] == "ood", "id_value"].map(math.isfinite).all()
     assert (abs(df["params"] - df["budget"]) <= 0.05 * df["budget"])[df["model"] == df["neuron"]].all()
+
+
+@pytest.mark.slow
+def test_figures_are_drawn_even_when_mplbackend_says_agg(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Headless servers and CI often set MPLBACKEND=Agg; a figure a cell returns still comes out as PNG."""
+    nb = nbformat.v4.new_notebook()
+    code = "from rnlib.analysis import plots\nimport matplotlib.pyplot as plt\nfig, ax = plt.subplots()\nfig"
+    nb.cells = [nbformat.v4.new_code_cell(code)]
+    nbformat.write(nb, tmp_path / "in.ipynb")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    papermill.execute_notebook(
+        str(tmp_path / "in.ipynb"), str(tmp_path / "out.ipynb"), kernel_name="python3",
+        execution_timeout=300, progress_bar=False,
+    )  # fmt: skip
+    outputs = nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[0].outputs
+    assert any("image/png" in o.get("data", {}) for o in outputs), outputs

@@ -32,19 +32,30 @@ if TYPE_CHECKING:  # plots draw what training hands them; they never import it (
     from rnlib.training.study import LineCurves, PlaneGrid, Results
 
 
-def in_jupyter_kernel() -> bool:
-    """Whether this process is a Jupyter kernel (notebook or papermill), which renders figures inline."""
+def kernel_shell() -> object | None:
+    """The IPython shell when this process is a Jupyter kernel (notebook or papermill), else None."""
     ipython = sys.modules.get("IPython")
     shell = ipython.get_ipython() if ipython is not None else None
-    return shell is not None and "IPKernelApp" in shell.config
+    return shell if shell is not None and "IPKernelApp" in shell.config else None
+
+
+def in_jupyter_kernel() -> bool:
+    """Whether this process is a Jupyter kernel, which renders figures inline."""
+    return kernel_shell() is not None
 
 
 def use_headless_backend() -> None:
-    """Agg outside a Jupyter kernel; inside one, the inline backend unless a display is there to use."""
-    if not in_jupyter_kernel():
+    """Agg outside a Jupyter kernel; inside one, the inline backend unless a display is there to use.
+
+    Inside a kernel the switch goes through ``%matplotlib inline``, which also registers IPython's figure
+    formatter: with ``MPLBACKEND=Agg`` set (headless servers, CI) a plain backend switch left returned
+    figures printed as text instead of drawn.
+    """
+    shell = kernel_shell()
+    if shell is None:
         matplotlib.use("Agg")
     elif "inline" not in matplotlib.get_backend() and not os.environ.get("DISPLAY"):
-        matplotlib.use("module://matplotlib_inline.backend_inline")
+        shell.run_line_magic("matplotlib", "inline")
 
 
 use_headless_backend()

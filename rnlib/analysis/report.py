@@ -296,7 +296,8 @@ def render_answer(run_dir: str | Path) -> str:
     tally = ", ".join(f"{n} {verdict}" for verdict, n in counts.items())
     return (
         f"- **Does a richer neuron store more per parameter?** In capacity (random labels), {storage}.\n"
-        f"- **Which neuron wins which kind of task?** Best mean per task, counted per kind: {kinds}.\n"
+        f"- **Which neuron leads which kind of task?** Highest mean over seeds per task, counted per kind "
+        f"(a lead, not yet a win under the paired rule of docs/protocol.md §6): {kinds}.\n"
         f"- **The original study's six findings, checked at a matched budget:** {tally} (Results below).\n"
     )
 

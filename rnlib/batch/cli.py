@@ -15,8 +15,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from rnlib.batch.profiles import SUMMARY_STEM, Job, ProfileError, expand_jobs, load_profile, select_jobs
+from rnlib.batch.profiles import Job, ProfileError, expand_jobs, load_profile, select_jobs
 from rnlib.batch.runner import JobResult, RunError, default_out, job_state, run_profile
+from rnlib.paths import SUMMARY_STEM
 
 
 def _positive_int(text: str) -> int:

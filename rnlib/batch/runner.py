@@ -36,8 +36,8 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from papermill.exceptions import PapermillExecutionError
 from tqdm import tqdm
 
-from rnlib.batch.profiles import SUMMARY_STEM, Job, Profile, expand_jobs, job_id, profile_version, select_jobs
-from rnlib.paths import EXECUTED_DIR, REPO_ROOT, atomic_write_text
+from rnlib.batch.profiles import Job, Profile, expand_jobs, job_id, profile_version, select_jobs
+from rnlib.paths import EXECUTED_DIR, REPO_ROOT, SUMMARY_STEM, atomic_write_text
 from rnlib.provenance import STEP_ENV
 
 KERNEL = "python3"
