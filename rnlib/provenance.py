@@ -7,6 +7,7 @@ declared by hand and kept honest by golden fingerprints (``tests/golden``, regen
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import os
 import platform
@@ -26,6 +27,7 @@ ANALYSIS_VERSION = (
     1  # why: bumped by hand when the comparison rule or a table changes; tests/golden checks it
 )
 REPORTED_PACKAGES = ("torch", "numpy", "pandas", "papermill", "matplotlib", "seaborn", "distributed")
+STEP_KINDS = ("auto", "fused", "autograd")  # TrainConfig.step, Study(step=...), a profile's `step:`
 STEP_ENV = "RNLIB_STEP"  # "autograd" turns the fused step off for a process (and the kernels it starts)
 
 
@@ -47,16 +49,17 @@ def machine_step(step: str = "auto") -> str:
     return "autograd" if fused_support() else "fused"
 
 
-def cpu_flags() -> set[str]:
-    """This CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """This CPU's feature flags from /proc/cpuinfo (empty where there is none); read once per process."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return set()
+        return frozenset()
     for line in text.splitlines():
         if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
 
 
 def c_compiler() -> str | None:

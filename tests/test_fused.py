@@ -21,9 +21,9 @@ from rnlib.core.metrics import replica_loss
 from rnlib.core.models import RichNet, build_model
 from rnlib.core.neurons import NEURONS, Matrix, NeuronLayer, V10FreePhase
 from rnlib.core.tasks import make_task
-from rnlib.provenance import cpu_flags, fused_support
+from rnlib.provenance import STEP_KINDS, cpu_flags, fused_support
 from rnlib.training import fused
-from rnlib.training.trainer import STEP_KINDS, FlatAdam, TrainConfig, stack_tasks, train, train_models
+from rnlib.training.trainer import FlatAdam, TrainConfig, stack_tasks, train, train_models
 
 LIB, WHY = fused.load()
 needs_fused = pytest.mark.skipif(LIB is None, reason=f"fused passes unavailable here: {WHY}")

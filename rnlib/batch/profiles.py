@@ -33,11 +33,10 @@ import yaml
 from rnlib.core import catalog
 from rnlib.core.catalog import NEURONS, TASKS
 from rnlib.paths import NOTEBOOKS_DIR, REPO_ROOT, SUMMARY_STEM, VERSION_GLOB
-from rnlib.provenance import job_version
+from rnlib.provenance import STEP_KINDS, job_version
 
 RUNNER_SET = ("records", "run_dir")  # parameters only the runner sets: each job's records path, the run dir
 KEYS = ("name", "notebooks", "notebooks_dir", "parameters", "grid", "overrides", "summary", "timeout", "step")
-STEP_KINDS = ("auto", "fused", "autograd")  # rnlib.training.trainer.STEP_KINDS; kept torch-free here
 PYTHON_TYPES: dict[str, tuple[type, ...]] = {
     "int": (int,),
     "float": (int, float),  # an int is a valid float

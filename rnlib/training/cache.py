@@ -1,12 +1,12 @@
 """Result cache: one JSON file per trained replica, keyed by everything that decides its numbers.
 
 A baseline trained by one notebook is reused by the next. The key holds the neuron and its options, the
-task, seed, budget or width, depth, the whole ``TrainConfig`` and ``result_version()`` (the declared numerics
-version, torch's version and the step taken), so any change there trains afresh; an edit of the source that
-leaves the arithmetic alone keeps every key. Files are written atomically, and a lock per
-training batch keeps two processes from training the same replicas at once. ``ResultCache.fill`` is the one
-way replicas enter the cache: it trains them on one intra-op thread, so a cached number never depends on the
-machine's core count (``rnlib.training.runtime``).
+task, seed, budget or width, depth, the whole ``TrainConfig`` and ``result_version()`` (the declared
+numerics version, torch's version and the step that trains the neuron here), so any change there trains
+afresh; an edit of the source that leaves the arithmetic alone keeps every key. Files are written atomically,
+and a lock per training batch keeps two processes from training the same replicas at once.
+``ResultCache.fill`` is the one way replicas enter the cache: it trains them on one intra-op thread, so a
+cached number never depends on the machine's core count (``rnlib.training.runtime``).
 """
 
 from __future__ import annotations
@@ -43,9 +43,8 @@ def cache_key(
         "sizing": sizing,  # budget or width, and depth
         "options": options,  # omega, init
         "config": {k: v for k, v in asdict(config).items() if k not in ("device", "step")},
-        "version": result_version(
-            fused.step_for(neuron, config.step, config.device)
-        ),  # numerics, torch, step
+        # the declared numerics, torch's version, and the step that trains this neuron here
+        "version": result_version(fused.step_for(neuron, config.step, config.device)),
         "device": config.device.split(":")[0],  # cpu and cuda agree to float tolerance, not bitwise
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

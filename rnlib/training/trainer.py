@@ -20,9 +20,8 @@ from torch import Tensor, nn
 from rnlib.core.metrics import cosine_lr, replica_loss, replica_metric
 from rnlib.core.models import DEFAULT_DEPTH, RichNet, build_model, count_params
 from rnlib.core.tasks import Task, make_task
+from rnlib.provenance import STEP_KINDS
 from rnlib.training import fused, runtime
-
-STEP_KINDS = ("auto", "fused", "autograd")  # TrainConfig.step
 
 
 @dataclass(frozen=True)
