@@ -30,21 +30,13 @@ from typing import Any
 import papermill
 import yaml
 
+from rnlib.batch.parameters import name_problem, type_problem
 from rnlib.core import catalog
-from rnlib.core.catalog import NEURONS, TASKS
 from rnlib.paths import NOTEBOOKS_DIR, REPO_ROOT, SUMMARY_STEM, VERSION_GLOB
 from rnlib.provenance import STEP_KINDS, job_version
 
 RUNNER_SET = ("records", "run_dir")  # parameters only the runner sets: each job's records path, the run dir
 KEYS = ("name", "notebooks", "notebooks_dir", "parameters", "grid", "overrides", "summary", "timeout", "step")
-PYTHON_TYPES: dict[str, tuple[type, ...]] = {
-    "int": (int,),
-    "float": (int, float),  # an int is a valid float
-    "str": (str,),
-    "list": (list,),
-    "bool": (bool,),
-    "dict": (dict,),
-}
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
@@ -122,29 +114,6 @@ def _undeclared(notebook: Path, key: str, declared: dict[str, Any]) -> str:
     if line and line.group(0).count("=") > 1:
         return f"papermill cannot parse {notebook.name}'s line {line.group(0)!r} ('=' in its help comment)"
     return f"not a parameter of {notebook.name}; it declares {', '.join(declared) or 'none'}"
-
-
-def type_problem(value: Any, type_name: str) -> str | None:
-    """What is wrong with ``value`` for a parameter declared ``: type_name``, or None."""
-    expected = PYTHON_TYPES.get(type_name)
-    if not expected or (isinstance(value, expected) and (bool in expected or not isinstance(value, bool))):
-        return None
-    hint = (
-        " (YAML reads 1e-3 as a string; write 1.0e-3)"
-        if type_name == "float" and isinstance(value, str)
-        else ""
-    )
-    return f"expected {type_name}, got {type(value).__name__} {value!r}{hint}"
-
-
-def name_problem(key: str, value: Any) -> str | None:
-    """For a ``tasks``/``task``/``neurons``/``neuron`` parameter, the first name not in its registry."""
-    kind = {"tasks": "task", "task": "task", "neurons": "neuron", "neuron": "neuron"}.get(key)
-    registry = TASKS if kind == "task" else NEURONS
-    for name in (value if isinstance(value, list) else [value]) if kind else []:
-        if not isinstance(name, str) or name not in registry:
-            return f"unknown {kind} {name!r}; valid: {', '.join(sorted(registry))}"
-    return None
 
 
 def resolve_notebook(name: str, available: list[Path]) -> Path | None:
