@@ -1,7 +1,7 @@
 """What the fused step buys per neuron: rnlib's trainer with ``step="autograd"`` against ``step="fused"``.
 
 Workload: the throughput benchmark's (3 seeds on `mixedfreq`, 1000 points, default budget 5000, full-batch
-Adam), for every neuron the built fused passes cover (`rnlib.training.fused.FUSED_NEURONS`), or those named.
+Adam), for every neuron the built fused passes cover (`rnlib.training.fused.fused_neurons()`), or those named.
 Both steps run the same trainer (same models, data, fused Adam, schedule); only the step's forward and
 backward differ: autograd over the batched layers, or the C passes with PyTorch's matmuls. First both train
 ``--check`` steps from the same initial weights and the script prints how far apart the weights end up
@@ -60,7 +60,7 @@ def main() -> None:
     lib, why = fused.load()
     if lib is None:
         sys.exit(f"fused_step: the fused passes are unavailable here: {why}")
-    covered = fused.FUSED_NEURONS
+    covered = fused.fused_neurons()
     neurons = args.neurons or list(covered)
     if missing := [n for n in neurons if n not in covered]:
         sys.exit(f"fused_step: no fused form of {', '.join(missing)} (fused: {', '.join(covered)})")

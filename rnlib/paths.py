@@ -18,6 +18,7 @@ __all__ = [
     "PARAMETERS_DIR",
     "REPO_ROOT",
     "SUMMARY_STEM",
+    "VERSION_GLOB",
     "atomic_write_text",
 ]
 

@@ -18,14 +18,12 @@ from pathlib import Path
 
 from rnlib.paths import REPO_ROOT
 
-# What decides a trained number, besides its own inputs (neuron, options, task, seed, sizing, TrainConfig):
-NUMERICS_VERSION = (
-    1  # why: bumped by hand when training arithmetic changes on purpose; tests/golden checks it
-)
-# What decides a table, figure or verdict drawn from the same records:
-ANALYSIS_VERSION = (
-    1  # why: bumped by hand when the comparison rule or a table changes; tests/golden checks it
-)
+# What decides a trained number besides its own inputs (neuron, options, task, seed, sizing, TrainConfig);
+# bumped by hand when training arithmetic changes on purpose, which tests/golden fails without:
+NUMERICS_VERSION = 1
+# What decides a table, figure or verdict drawn from the same records; bumped when the comparison rule or a
+# table changes on purpose, which tests/golden fails without:
+ANALYSIS_VERSION = 1
 REPORTED_PACKAGES = ("torch", "numpy", "pandas", "papermill", "matplotlib", "seaborn", "distributed")
 STEP_KINDS = ("auto", "fused", "autograd")  # TrainConfig.step, Study(step=...), a profile's `step:`
 STEP_ENV = "RNLIB_STEP"  # "autograd" turns the fused step off for a process (and the kernels it starts)
@@ -108,7 +106,7 @@ def environment_info() -> dict[str, str]:
     """Commit, package versions, machine and date of this process: a run's provenance."""
     info = {
         "git_commit": git_commit(),
-        "result_version": result_version(os.environ.get(STEP_ENV, "auto")),
+        "result_version": result_version(),  # RNLIB_STEP=autograd reaches it through fused_support
         "python": platform.python_version(),
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "cpus": str(os.cpu_count()),

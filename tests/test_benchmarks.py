@@ -32,7 +32,7 @@ def test_train_throughput_prints_every_neuron_the_study_line_and_speedup_last():
 @pytest.mark.slow
 @pytest.mark.skipif(fused.load()[0] is None, reason=f"fused passes unavailable: {fused.load()[1]}")
 def test_fused_step_prints_each_neuron_with_weights_close_and_the_smaller_ratio_last():
-    neurons = (fused.FUSED_NEURONS[0], fused.FUSED_NEURONS[-1])  # the first and last the library covers
+    neurons = (fused.fused_neurons()[0], fused.fused_neurons()[-1])  # the first and last the library covers
     out = run_benchmark(
         "fused_step.py", "--neurons", *neurons, "--rounds", "1", "--steps", "2", "--threads", "1"
     )

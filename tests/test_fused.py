@@ -4,7 +4,7 @@ Autograd differentiates the layers' protocol equations as ``rnlib.core.neurons``
 C passes' hand-derived backward, so a wrong derivative, a swapped vector or a missed bias shows up here.
 Weights and per-unit vectors are perturbed away from their initial values first (``β = γ = 1``, LayerNorm's 1
 and 0 would hide a swapped factor). The neurons tested are those the built library names
-(``FUSED_NEURONS``); a registered neuron without a C entry trains with autograd. The guard
+(``fused_neurons()``); a registered neuron without a C entry trains with autograd. The guard
 (``fused.disagreement``) repeats a small form of this comparison in every process before the fused step
 trains a neuron.
 """
@@ -53,7 +53,7 @@ def perturbed(neuron: str, task: str, depth: int, omega: float, seeds: tuple[int
 
 @needs_fused
 @pytest.mark.parametrize("task, depth, omega", CASES)
-@pytest.mark.parametrize("neuron", fused.FUSED_NEURONS)
+@pytest.mark.parametrize("neuron", fused.fused_neurons())
 def test_fused_step_equals_autograd(neuron, task, depth, omega):
     """Loss and every parameter's gradient equal autograd's to float32 rounding."""
     (ref, fused_model), x, y, metric = perturbed(neuron, task, depth, omega)
@@ -75,7 +75,7 @@ def test_the_library_names_its_neurons_and_limits():
     hold to (a wrong count is an error, not a silent skip); widths above ``rn_max_width`` stay on autograd."""
     table = fused.table()
     assert [entry.id for entry in table.values()] == list(range(LIB.rn_neuron_count()))
-    assert tuple(table) == fused.fused_neurons() == fused.FUSED_NEURONS and set(table) <= set(NEURONS)
+    assert tuple(table) == fused.fused_neurons() and set(table) <= set(NEURONS)
     assert all(0 <= entry.saved <= 5 for entry in table.values())
     assert LIB.rn_neuron_name(len(table)) is None and LIB.rn_saved_rows(-1) == -1
     (model, _), x, y, metric = perturbed("v10_free_phase", "nested2d", 2, 1.0, (0,))
@@ -106,7 +106,7 @@ def test_fused_support_says_why_without_compiling(monkeypatch, tmp_path):
 
 
 @needs_fused
-@pytest.mark.parametrize("neuron", fused.FUSED_NEURONS)
+@pytest.mark.parametrize("neuron", fused.fused_neurons())
 def test_the_guard_passes_every_fused_neuron_and_leaves_the_rng_alone(neuron):
     """Every head and first-layer kind agrees with autograd at the guard's size; the check draws from its own
     generator, so the process's RNG state (and any training around it) is untouched."""
@@ -159,7 +159,7 @@ def test_a_neuron_without_a_c_entry_trains_with_autograd(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         model, auto = train_models("throwaway", "nested2d", [0, 1], config=config)
-    assert "throwaway" not in fused.FUSED_NEURONS
+    assert "throwaway" not in fused.fused_neurons()
     if LIB is not None:
         assert "throwaway has no fused form" in fused.unsupported(model, "cpu", "auto")
     slow = train("throwaway", "nested2d", [0, 1], config=replace(config, step="autograd"))
@@ -188,7 +188,7 @@ def test_trainer_takes_the_fused_step_and_falls_back_by_name():
 
 @needs_fused
 @pytest.mark.parametrize("seeds", [(0,), SEEDS], ids=["M1", "M3"])
-@pytest.mark.parametrize("neuron", fused.FUSED_NEURONS)
+@pytest.mark.parametrize("neuron", fused.fused_neurons())
 def test_fused_step_gives_the_same_bits_at_every_thread_count(neuron, seeds):
     """The C passes split rows and blocks of points over threads; the losses and every gradient are
     bit-identical on 1, 2 and 3 threads. Regression (the C head, thin first layer) at depth 3 on 1000 points,

@@ -261,7 +261,7 @@ def render_results(run_dir: str | Path) -> str:
     parts = [
         run_line(data, pd.read_csv(path / "results.csv"), rel),
         "### Findings of the original study, checked\n\n" + md_table(findings),
-        "### Which neuron wins which kind of task\n\n"
+        "### Which neuron leads which kind of task (highest mean over seeds, not yet the paired rule)\n\n"
         + md_table(pd.DataFrame(data["regime_by_kind"]).set_index("kind")),
         "### Test metric per task (mean ± std over seeds, n seeds; ★ best)\n\n"
         + md_table(pd.DataFrame(**data["main_table"]).T.rename_axis("model")),

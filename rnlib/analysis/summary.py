@@ -17,10 +17,9 @@ import numpy as np
 import pandas as pd
 
 from rnlib.analysis.tables import aggregate, summary_table
-from rnlib.core.catalog import NEURONS, TASKS, lower_is_better
+from rnlib.core.catalog import BUDGET_TOLERANCE, NEURONS, TASKS, lower_is_better
 
 FLOAT_FLOOR = 1e-8  # why: protocol §4; below it an MSE sits at float32 precision, so a ratio of two is noise
-BUDGET_TOLERANCE = 0.05  # protocol §2: a budget-matched model's count lies within 5% of its budget
 SUPPORT_SHARE = 0.75  # a claim is supported when at least 3/4 of its comparisons agree with it,
 CONTRA_SHARE = 0.25  # contradicted when at most 1/4 do, and mixed in between
 FAR_MORE = 10.0  # "far more" OOD degradation: a factor at least an order of magnitude above vanilla's

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 KINDS = ("regression", "classification", "generalization")
 METRICS = {"regression": "mse", "classification": "accuracy", "generalization": "mse"}  # protocol §4
+BUDGET_TOLERANCE = 0.05  # protocol §2: every budget-matched model's count lies within 5% of its budget
 BASELINES = ("vanilla", "singlu")  # protocol §3: every version notebook trains both
 CAPACITY_KINDS = ("binary", "real")  # protocol §8: fair-coin labels, or y ~ N(0, 1) targets
 

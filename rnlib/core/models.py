@@ -9,9 +9,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from rnlib.core.catalog import BUDGET_TOLERANCE
 from rnlib.core.neurons import NeuronLayer, batched_linear, neuron_class, uniform_
 
-BUDGET_TOLERANCE = 0.05  # protocol §2: every built model lies within 5% of its budget
 MAX_WIDTH = 1 << 16  # search ceiling; far above any budget this study uses
 DEFAULT_DEPTH = 2  # protocol §2
 

@@ -178,7 +178,7 @@ GENERATORS: dict[str, Callable[[torch.Generator], Draws]] = {  # keyed like rnli
 class TaskSpec(TaskInfo):
     """A declared task (``rnlib.core.catalog.TaskInfo``) with the function that draws its tensors."""
 
-    generate: Callable[[torch.Generator], Draws] = field(default=None, repr=False)  # type: ignore[assignment]
+    generate: Callable[[torch.Generator], Draws] = field(repr=False)
 
 
 def _registry() -> dict[str, TaskSpec]:

@@ -14,9 +14,9 @@ everything after the step are the autograd path's.
 The C source is compiled on first use with the system's C compiler into ``.cache/fused`` (or
 ``$RNLIB_FUSED_DIR``; ``make setup`` builds it ahead) for x86-64 CPUs with AVX2 and FMA, whose vector
 ``sin``/``cos``/``exp`` come from glibc's libmvec. The library names its neurons: ``fused.c``'s table gives
-each its registry name and saved-row count, read here once (``table``), so ``fused_neurons()`` (also
-``FUSED_NEURONS``) is whatever the built library covers. Where this machine cannot take the fused step
-(``machine_support``), or for a model the passes do not cover (a neuron with no entry, such as
+each its registry name and saved-row count, read here once (``table``), so ``fused_neurons()`` is whatever
+the built library covers. Where this machine cannot take the fused step
+(``rnlib.provenance.fused_support``), or for a model the passes do not cover (a neuron with no entry, such as
 ``v4_lowrank``'s factorised matrices; widths above the library's ``rn_max_width``; CUDA), the trainer uses
 autograd, which is also the reference the tests hold these passes to. Before a process first trains a neuron
 with the fused step, ``disagreement`` checks it against autograd on a small model (per head and first-layer
@@ -132,9 +132,8 @@ def read_table(lib: ctypes.CDLL) -> dict[str, CNeuron]:
     }
 
 
-SOURCE_ENTRY = re.compile(
-    r'^\s*\{"(\w+)", \d+, fwd_\w+, bwd_\w+\},', re.MULTILINE
-)  # a row of fused.c's table
+# a row of fused.c's table: {"name", saved rows, forward, backward},
+SOURCE_ENTRY = re.compile(r'^\s*\{"(\w+)", \d+, fwd_\w+, bwd_\w+\},', re.MULTILINE)
 
 
 @functools.cache
@@ -155,15 +154,8 @@ def step_for(neuron: str, step: str, device: str = "cpu") -> str:
 
 def fused_neurons() -> tuple[str, ...]:
     """The neurons the built library has a fused form of, in its table's order (empty where none can be
-    built). Builds the library on first use; ``FUSED_NEURONS`` is the same, as a module attribute."""
+    built). Builds the library on first use."""
     return tuple(table())
-
-
-def __getattr__(name: str) -> object:
-    """``FUSED_NEURONS``, computed on first access (``fused_neurons``), so importing compiles nothing."""
-    if name == "FUSED_NEURONS":
-        return fused_neurons()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def unsupported(model: RichNet, device: str, step: str) -> str:
