@@ -11,10 +11,11 @@ import pandas as pd
 
 from rnlib.paths import atomic_write_text
 
-# protocol §7's required columns, then what a reader needs to tell variants apart.
+# protocol §7's required columns (``trivial_value``: the task's trivial reference for this seed, §4), then
+# what a reader needs to tell variants apart.
 COLUMNS = (
     "version", "neuron", "task", "seed", "budget", "params", "width", "metric", "value", "train_value",
-    "steps", "diverged", "seconds", "id_value",
+    "steps", "diverged", "seconds", "id_value", "trivial_value",
     "model", "kind", "omega", "init", "depth", "lr", "total_steps", "diverged_step",
 )  # fmt: skip
 KEY = ("version", "model", "task", "seed", "budget")  # unique per record

@@ -297,3 +297,30 @@ def test_task_validates_and_has_short_repr():
     text = repr(make_task("ood", 0))
     assert "ood" in text and "1000x1" in text and "tensor(" not in text and len(text) < 200
     assert len(repr(task).splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", task_names())
+def test_trivial_value_is_the_better_constant_predictor(name):
+    # protocol §4: the better of 0 and the training mean (MSE), the training majority class (accuracy),
+    # written out in numpy from the tensors, independently of Task.trivial_value
+    t = make_task(name, 3)
+    y_train, y_test = t.y_train.numpy().astype(np.float64), t.y_test.numpy().astype(np.float64)
+    if t.metric == "accuracy":
+        majority = 1 if (y_train == 1).sum() > (y_train == 0).sum() else 0
+        want = float(np.mean(y_test == majority))
+    else:
+        zero = float(np.mean(y_test**2))
+        mean = float(np.mean((y_test - y_train.mean(axis=0, keepdims=True)) ** 2))
+        want = min(zero, mean)
+    assert t.trivial_value() == pytest.approx(want, rel=1e-12)
+
+
+def test_trivial_value_planted():
+    # a planted case: the training mean (3) beats 0 on targets near 3; majority class 1 on a 2:1 train split
+    x = torch.zeros(3, 1)
+    reg = Task("p", "regression", "mse", 1, 1, 10, 3, x, torch.tensor([[2.0], [3.0], [4.0]]), x,
+               torch.tensor([[3.0], [3.0], [5.0]]))  # fmt: skip
+    assert reg.trivial_value() == pytest.approx(4 / 3)  # (0 + 0 + 4) / 3, against 0's (9 + 9 + 25) / 3
+    cls = Task("c", "classification", "accuracy", 1, 2, 10, 3, x, torch.tensor([1, 1, 0]), x,
+               torch.tensor([0, 1, 0]))  # fmt: skip
+    assert cls.trivial_value() == pytest.approx(1 / 3)

@@ -243,6 +243,18 @@ class Task:
         """Number of test points."""
         return self.x_test.shape[0]
 
+    def trivial_value(self) -> float:
+        """The test metric of a model that learned nothing (protocol §4's trivial reference).
+
+        MSE tasks: the better of predicting 0 and predicting the training targets' mean (per output);
+        classification: the accuracy of always answering the training set's majority class (0 on a tie).
+        """
+        if self.n_classes:
+            majority = int(torch.bincount(self.y_train, minlength=self.n_classes).argmax())
+            return float((self.y_test == majority).double().mean())
+        y, mean = self.y_test.double(), self.y_train.double().mean(0)
+        return min(float(y.square().mean()), float((y - mean).square().mean()))
+
     def __repr__(self) -> str:
         def shape(t: Tensor | None) -> str:
             return "None" if t is None else "x".join(map(str, t.shape))

@@ -259,8 +259,9 @@ class CapacityRun:
             "version": "capacity", "neuron": neuron, "task": f"capacity_{kind}", "seed": seed,
             "budget": budget, "params": params, "width": width, "metric": "points", "value": b.lo,
             "train_value": r.train_value if r else math.nan, "steps": s.steps, "diverged": False,
-            "seconds": seconds, "id_value": None, "model": neuron, "kind": "capacity", "omega": s.omega,
-            "init": s.init, "depth": s.depth, "lr": s.lr, "total_steps": s.steps, "diverged_step": None,
+            "seconds": seconds, "id_value": None, "trivial_value": None, "model": neuron, "kind": "capacity",
+            "omega": s.omega, "init": s.init, "depth": s.depth, "lr": s.lr, "total_steps": s.steps,
+            "diverged_step": None,
             "bits_per_param": b.lo / params, "upper": b.hi, "probes": len(b.probes), "censored": b.censored,
         }  # fmt: skip
 

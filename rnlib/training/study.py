@@ -6,6 +6,7 @@ call appends its records to the notebook's records file, rewritten atomically ea
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 import warnings
@@ -102,6 +103,12 @@ class LineCurves:
 
 
 TARGETS_1D = {"ood": ood_target, "hifreq": hifreq_target}  # 1-D tasks whose target line_curves can draw
+
+
+@functools.lru_cache(maxsize=256)
+def trivial_value(task: str, seed: int) -> float:
+    """``make_task(task, seed).trivial_value()``, drawn once per (task, seed) in a process."""
+    return make_task(task, seed).trivial_value()
 
 
 def resolve_tasks(tasks: Sequence[str] | None) -> list[str]:
@@ -317,6 +324,7 @@ class Study:
             "diverged": r.diverged,
             "seconds": r.seconds,
             "id_value": r.id_value,
+            "trivial_value": trivial_value(task, r.seed),
             "model": model.name,
             "kind": TASKS[task].kind,
             "omega": self.settings(model, budget)[1]["omega"],
