@@ -9,7 +9,7 @@ LINTED := rnlib tests benchmarks
 # Extra flags for `pip install` (e.g. an index for CPU-only torch wheels); empty by default.
 PIP_FLAGS ?=
 
-.PHONY: help setup lint format check test golden study smoke readme bench clean
+.PHONY: help setup lint format check test golden study smoke readme report bench clean
 
 help:  ## list targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -42,14 +42,18 @@ test: setup lint  ## lint, then the whole test suite (what CI runs), with its 15
 golden: setup  ## regenerate tests/golden after a deliberate change of NUMERICS_VERSION or ANALYSIS_VERSION
 	MKL_CBWR=AVX2 $(PY) tests/golden/fingerprints.py --write
 
-study: setup  ## run every version notebook with parameters/default.yaml
-	$(PY) -m rnlib run parameters/default.yaml
+study: setup  ## run every version notebook with parameters/default.run.yaml
+	$(PY) -m rnlib run parameters/default.run.yaml
 
-smoke: setup  ## tiny end-to-end run with parameters/smoke.yaml
-	$(PY) -m rnlib run parameters/smoke.yaml
+smoke: setup  ## tiny end-to-end run with parameters/smoke.run.yaml
+	$(PY) -m rnlib run parameters/smoke.run.yaml
 
 readme: setup  ## regenerate README results from executed/default
 	$(PY) -m rnlib readme
+
+RUN ?= executed/default
+report: setup  ## static HTML of a run (RUN=executed/default) into RUN/html; open RUN/html/index.html
+	$(PY) -m rnlib report $(RUN)
 
 bench: setup  ## run every benchmark script
 	@set -e; for f in benchmarks/*.py; do [ -e "$$f" ] || continue; echo "== $$f"; $(PY) "$$f"; done

@@ -7,7 +7,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"  # source notebooks, committed without outputs
-PARAMETERS_DIR = REPO_ROOT / "parameters"  # YAML run profiles (default.yaml, smoke.yaml)
+PARAMETERS_DIR = REPO_ROOT / "parameters"  # papermill parameters (smoke.yaml), run profiles (smoke.run.yaml)
 EXECUTED_DIR = REPO_ROOT / "executed"  # papermill outputs; executed/default is the canonical run
 VERSION_GLOB = "v[0-9][0-9]_*.ipynb"  # the fifteen version notebooks, in notebooks/ and in a run folder
 SUMMARY_STEM = "summary"  # notebooks/summary.ipynb: runs after a profile's jobs, never as a job of its own
@@ -20,7 +20,26 @@ __all__ = [
     "SUMMARY_STEM",
     "VERSION_GLOB",
     "atomic_write_text",
+    "repo_path",
+    "repo_relative",
 ]
+
+
+def repo_path(path: str | Path) -> Path:
+    """``path`` as given when absolute, else under the repository root: a notebook's path parameters mean
+    the same file whatever the kernel's working directory (JupyterLab starts it in ``notebooks/``)."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+def repo_relative(path: str | Path) -> str:
+    """``path`` relative to the repository when inside it, so parameters and provenance name no machine's
+    folders; as an absolute path otherwise."""
+    resolved = Path(path).resolve()
+    try:
+        return resolved.relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        return str(resolved)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

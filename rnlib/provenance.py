@@ -27,6 +27,8 @@ ANALYSIS_VERSION = 2
 REPORTED_PACKAGES = ("torch", "numpy", "pandas", "papermill", "matplotlib", "seaborn", "distributed")
 STEP_KINDS = ("auto", "fused", "autograd")  # TrainConfig.step, Study(step=...), a profile's `step:`
 STEP_ENV = "RNLIB_STEP"  # "autograd" turns the fused step off for a process (and the kernels it starts)
+# "0" hides Study.run's progress bar (the batch runner's kernels), "1" shows it; part of no result's identity
+PROGRESS_ENV = "RNLIB_PROGRESS"
 
 
 def package(name: str) -> str:

@@ -17,7 +17,7 @@ LAYERS = ("base", "core", "training", "analysis", "batch")  # each may import th
 TORCH_FREE = (  # what reads records, summarises, renders the README, or validates a profile
     "rnlib.records", "rnlib.analysis.tables", "rnlib.analysis.summary", "rnlib.analysis.capacity",
     "rnlib.analysis.plots", "rnlib.analysis.report", "rnlib.core.catalog", "rnlib.batch.profiles",
-    "rnlib.batch.cli", "rnlib.batch.parameters",
+    "rnlib.batch.cli", "rnlib.batch.parameters", "rnlib.analysis.html",
 )  # fmt: skip
 
 
@@ -95,7 +95,7 @@ records = summary.deduplicate(pd.read_csv("tests/golden/records.csv.gz"))
 summary.all_findings(records), summary.main_table(records), summary.regime_map(records)
 report.render_results("executed/default")
 from rnlib.batch.profiles import expand_jobs, load_profile
-expand_jobs(load_profile("parameters/smoke.yaml"))  # job ids: the declared versions, never a compiler
+expand_jobs(load_profile("parameters/smoke.run.yaml"))  # job ids: the declared versions, never a compiler
 print(sorted(m for m in sys.modules if m == "torch" or m.startswith("torch.")))
 """
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True)

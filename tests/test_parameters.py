@@ -45,6 +45,17 @@ def test_a_bad_value_is_one_line_naming_the_parameter_and_how_to_pass_it(values:
     assert f'pass it as papermill ... -y "{name}: ' in text
 
 
+def test_a_run_profile_passed_as_parameters_stops_in_one_line() -> None:
+    """``papermill ... -f parameters/smoke.run.yaml`` only warns and injects the runner's settings; the
+    notebook stops before training instead of running the protocol with none of the profile's values."""
+    ns = namespace(name="smoke", parameters="smoke.yaml", overrides={"v05": {"omegas": [1.0]}}, timeout=600)
+    with pytest.raises(ParameterError) as info:
+        check_parameters(ns)
+    text = str(info.value)
+    assert text.startswith("parameters overrides, timeout are a run profile's settings") and "\n" not in text
+    assert "-f parameters/smoke.yaml" in text
+
+
 @pytest.mark.slow
 def test_plain_papermill_with_p_list_strings_runs_a_version_notebook(tmp_path: Path) -> None:
     """``papermill v10 out -p seeds "[0]" -p tasks "[nested2d]" -p steps 2``, as the command line passes."""

@@ -2,6 +2,7 @@
 ids."""
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -9,7 +10,10 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import nbformat
+import papermill
 import pytest
+from papermill.iorw import read_yaml_file
 
 from rnlib.batch.profiles import (
     ProfileError,
@@ -232,7 +236,7 @@ def test_job_version_is_declared_not_hashed_from_source(monkeypatch) -> None:
 
 def test_registering_a_neuron_changes_every_job_id(monkeypatch) -> None:
     """What is registered decides outputs (v03 tabulates every neuron's width), so it is in every job id."""
-    profile = load_profile(PARAMETERS_DIR / "smoke.yaml")
+    profile = load_profile(PARAMETERS_DIR / "smoke.run.yaml")
     before = [job.id for job in expand_jobs(profile)]
     extra = replace(catalog.NEURONS["singlu"], name="singlu_copy")
     monkeypatch.setitem(catalog.NEURONS, "singlu_copy", extra)
@@ -258,7 +262,7 @@ def test_a_pure_refactor_keeps_every_job_id(tmp_path: Path) -> None:
     )
 
     def ids() -> list[str]:
-        run = [sys.executable, "-c", script, str(tree / "parameters" / "default.yaml")]
+        run = [sys.executable, "-c", script, str(tree / "parameters" / "default.run.yaml")]
         env = {**os.environ, "PYTHONPATH": str(tree)}
         return json.loads(subprocess.run(run, capture_output=True, text=True, env=env, check=True).stdout)
 
@@ -297,3 +301,81 @@ def test_format_value() -> None:
     assert format_value(0.001) == "0.001"
     assert format_value(True) == "true"
     assert format_value("cuda:0") == "cuda_0"
+
+
+# ------------------------------------------------------------ a profile's parameters as a papermill file
+RUN_PROFILES = sorted(PARAMETERS_DIR.glob("*.run.yaml"))
+
+
+@pytest.mark.parametrize("profile", RUN_PROFILES, ids=lambda p: p.name.removesuffix(".run.yaml"))
+def test_a_shipped_profiles_parameters_file_runs_with_plain_papermill(
+    profile: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``papermill NB OUT -f parameters/<name>.yaml`` gives every notebook of the profile its shared values,
+    with no unknown-parameter warning (papermill reads the file itself, as its ``-f`` does)."""
+    loaded = load_profile(profile)
+    assert loaded.parameters_file == profile.with_name(profile.name.replace(".run.yaml", ".yaml"))
+    values = read_yaml_file(str(loaded.parameters_file))
+    assert values and values == loaded.parameters
+    for notebook in loaded.notebooks:
+        caplog.clear()
+        out = tmp_path / notebook.name
+        with caplog.at_level(logging.WARNING, logger="papermill"):
+            papermill.execute_notebook(str(notebook), str(out), parameters=values, prepare_only=True)
+        assert "unknown parameter" not in caplog.text, f"{notebook.name}: {caplog.text}"
+        executed = nbformat.read(out, as_version=4)
+        assert executed.metadata.papermill.parameters == values
+        injected = [c.source for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
+        assert len(injected) == 1 and all(f"{key} = " in injected[0] for key in values)
+
+
+def test_papermill_command_line_takes_the_smoke_parameters_file(tmp_path: Path) -> None:
+    out = tmp_path / "v10.ipynb"
+    command = [str(Path(sys.executable).parent / "papermill"), "notebooks/v10_free_phase.ipynb", str(out),
+               "-f", "parameters/smoke.yaml", "--prepare-only"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "unknown parameter" not in result.stderr
+    parameters = nbformat.read(out, as_version=4).metadata.papermill.parameters
+    assert parameters == {"seeds": [0], "steps": 30, "tasks": []}
+
+
+def test_a_parameters_file_gives_the_same_jobs_and_ids_as_inline_parameters(tmp_path: Path) -> None:
+    write(tmp_path, "seeds: [0, 1]  # shared\nsteps: 5\n", "shared.yaml")
+    inline = load_profile(write(tmp_path, HEAD + "parameters: {seeds: [0, 1], steps: 5}\n", "a.yaml"))
+    named = load_profile(write(tmp_path, HEAD + "parameters: shared.yaml\n", "a.run.yaml"))
+    assert named.name == "a" and named.parameters_file == tmp_path / "shared.yaml"
+    assert [(j.stem, j.id, j.parameters) for j in expand_jobs(named)] == [
+        (j.stem, j.id, j.parameters) for j in expand_jobs(inline)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "fragment"),
+    [
+        (
+            "steps: ten\n",
+            "shared.yaml: steps: ",
+            "expected int, got str 'ten' (ok.ipynb declares `steps: int`)",
+        ),
+        ("records: x.csv\n", "shared.yaml: records: ", "set by the runner for every job"),
+        ("budgets: [1]\n", "shared.yaml: budgets: ", "not a parameter of ok.ipynb"),
+        ("- 1\n", "shared.yaml: ", "expected a mapping of parameter names to values"),
+    ],
+)
+def test_a_bad_parameters_file_is_named_with_its_key(tmp_path: Path, text: str, where: str, fragment: str):
+    write(tmp_path, text, "shared.yaml")
+    with pytest.raises(ProfileError) as info:
+        load_profile(write(tmp_path, HEAD + "parameters: shared.yaml\n", "p.run.yaml"))
+    assert str(info.value).startswith(f"{tmp_path / where}") and fragment in str(info.value)
+
+
+def test_a_missing_parameters_file_and_a_parameters_file_run_as_a_profile_are_one_line(tmp_path: Path):
+    with pytest.raises(ProfileError, match=r"p\.run\.yaml: parameters: .*nope\.yaml is not a file"):
+        load_profile(write(tmp_path, HEAD + "parameters: nope.yaml\n", "p.run.yaml"))
+    with pytest.raises(ProfileError) as info:
+        load_profile(PARAMETERS_DIR / "smoke.yaml")
+    assert str(info.value) == (
+        f"{PARAMETERS_DIR / 'smoke.yaml'}: holds notebook parameters (seeds, steps, tasks), not a run "
+        f"profile; run {PARAMETERS_DIR / 'smoke.run.yaml'}"
+    )

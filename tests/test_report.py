@@ -39,11 +39,15 @@ def test_render_results_shows_verdicts_regime_table_notes_links_and_time(run_dir
     text = report.render_results(run_dir)
     rel = Path(report.os.path.relpath(run_dir, REPO_ROOT)).as_posix()
     assert "| 1 | SinGLU stores more per parameter than ReLU | **supported** |" in text
-    assert text.count("**supported**") == 6
-    assert "| regression | singlu | 3 of 4 | 3 |" in text
+    assert text.count("| **supported** |") == 6 and "| control | SinGLU's gain is the sine" in text
+    assert (
+        "| regression | singlu | 3 of 4 | complex4d: singlu over vanilla (Δlog10 -1.00 [-1.00, -1.00], 3 "
+        in text
+    )
     assert "| model | complex4d | nested2d | hifreq | memorize |" in text
-    assert "| singlu | ★ 0.00101 ± 1e-05 (n=3) |" in text
-    assert "- memorize: 6 of 6 neurons reach test MSE below 1e-08" in text
+    assert "| trivial reference | 1 | 1 | 1 | 1 | 50.0% |" in text
+    assert "| singlu | ≈ 0.00101 ×/÷ 1 (n=3) |" in text  # ≈: its ω=30 variant has the same numbers
+    assert "- memorize: 6 of 6 neurons reach test MSE at or below 1e-08" in text
     assert f"![heatmap]({rel}/figures/heatmap.png)" in text and "widths.png" not in text
     assert "2 min 35 s in total, 1 min 40 s wall clock; slowest v01_rich (1 min 40 s)" in text
     assert report.render_results(run_dir) == text  # deterministic

@@ -9,13 +9,15 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import zmq
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
+from rnlib import paths
 from rnlib.__main__ import main
 from rnlib.batch import runner
-from rnlib.batch.profiles import Job, load_profile
+from rnlib.batch.profiles import Job, expand_jobs, load_profile
 from rnlib.batch.runner import (
     Outcome,
     RunError,
@@ -27,7 +29,10 @@ from rnlib.batch.runner import (
     kernel_env,
     locked,
     run_profile,
+    summary_job,
 )
+from rnlib.paths import EXECUTED_DIR, PARAMETERS_DIR, REPO_ROOT
+from rnlib.records import COLUMNS, read_records, write_records
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).parents[1]
@@ -256,7 +261,7 @@ def test_missing_summary_is_skipped_with_a_message(reference: Path, tmp_path: Pa
 def test_kernel_env_divides_cores_among_workers() -> None:
     assert kernel_env(1, available=2) == dict.fromkeys(
         ["OMP_NUM_THREADS", "MKL_NUM_THREADS", "RNLIB_THREADS"], "2"
-    )
+    ) | {"RNLIB_PROGRESS": "0"}  # no progress bar redrawn into an executed notebook
     assert kernel_env(2, available=2)["RNLIB_THREADS"] == "1"
     assert kernel_env(2, available=2, step="autograd")["RNLIB_STEP"] == "autograd"  # a profile's `step`
     assert "RNLIB_STEP" not in kernel_env(2, available=2)  # auto: the kernel decides
@@ -339,3 +344,37 @@ def test_sigterm_stops_the_runner_and_keeps_finished_jobs(tmp_path: Path) -> Non
     assert process.returncode == 130
     assert "interrupted: finished jobs are kept" in stderr
     assert not (out / ".jobs" / "hangs.json").exists() and not (out / "hangs.ipynb").exists()
+
+
+def test_injected_parameters_and_papermill_paths_are_repository_relative(
+    capsys: pytest.CaptureFixture,
+) -> None:
+    """What a job's notebook receives and papermill records in it names no folder of this machine."""
+    profile = load_profile(PARAMETERS_DIR / "smoke.run.yaml")
+    out = EXECUTED_DIR / "relative-paths"  # never created
+    jobs = expand_jobs(profile)
+    job = jobs[0]
+    notebook, executed, parameters = runner._arguments(Task(job, out / ".tmp" / f"{job.stem}-1234abcd"))
+    assert notebook == f"notebooks/{job.notebook.name}"
+    assert executed == f"executed/relative-paths/.tmp/{job.stem}-1234abcd/{job.stem}.ipynb"
+    assert parameters["records"] == f"executed/relative-paths/.tmp/{job.stem}-1234abcd/{job.stem}.records.csv"
+    summary = summary_job(profile, out, jobs)
+    assert summary is not None and summary.parameters == {"run_dir": "executed/relative-paths"}
+    injected = [notebook, executed, *map(str, parameters.values()), *map(str, summary.parameters.values())]
+    assert not [value for value in injected if Path(value).is_absolute() or str(REPO_ROOT) in value]
+    assert main(["run", str(PARAMETERS_DIR / "smoke.run.yaml"), "--out", str(out), "--dry-run"]) == 0
+    listing = capsys.readouterr().out
+    assert "then summary.ipynb with run_dir=executed/relative-paths" in listing and not out.exists()
+
+
+def test_relative_records_paths_are_under_the_repository_root_not_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, elsewhere = tmp_path / "repo", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.setattr(paths, "REPO_ROOT", root)
+    monkeypatch.chdir(elsewhere)  # JupyterLab starts a kernel in notebooks/, papermill in its caller's folder
+    written = write_records(pd.DataFrame(columns=list(COLUMNS)), "executed/run/.tmp/v01.records.csv")
+    assert written == root / "executed/run/.tmp/v01.records.csv" and written.exists()
+    assert not (elsewhere / "executed").exists()
+    assert list(read_records("executed/run/.tmp/v01.records.csv").columns) == list(COLUMNS)

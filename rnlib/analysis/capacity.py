@@ -5,13 +5,12 @@ Reads what ``rnlib.training.capacity_search`` wrote; never trains and imports ne
 
 from __future__ import annotations
 
-import math
-
 import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 
 from rnlib.analysis.plots import palette
+from rnlib.analysis.tables import claim, compare
 from rnlib.core.catalog import CAPACITY_KINDS as KINDS
 
 CLAIMED_RATIO = 168_327  # the original headline: "stores 168,327× more information per parameter"
@@ -109,44 +108,33 @@ def sensitivity_line(sensitivity: pd.DataFrame, factor: int = 2) -> str:
 
 
 def capacity_verdict(records: pd.DataFrame, baseline: str = "vanilla", kind: str = "binary") -> str:
-    """Does any neuron store more bits per parameter than ``baseline``, by how much, and how consistently?"""
+    """Does each neuron store more bits per parameter than ``baseline``? Each budget is one comparison by the
+    paired rule (log10 ratio, paired by seed, 95% t-interval), pooled over budgets with Holm."""
     rows = records[records["task"] == f"capacity_{kind}"]
     unit = "bits" if kind == "binary" else "points"
-    base = rows[rows["neuron"] == baseline].set_index(["budget", "seed"])["bits_per_param"]
-    if base.empty:
+    if rows[rows["neuron"] == baseline].empty:
         return f"no {baseline} records for {kind} targets: nothing to compare with."
-    lines = []
-    for neuron, r in rows[rows["neuron"] != baseline].groupby("neuron", sort=False):
-        paired = r.set_index(["budget", "seed"])["bits_per_param"]
-        common = paired.index.intersection(base.index)
-        ratio = (paired[common] / base[common]).replace([math.inf], math.nan).dropna()
-        per_budget = paired[common].groupby(level=0).mean() / base[common].groupby(level=0).mean()
-        wins = int((paired[common] > base[common]).sum())
-        lines.append((per_budget.mean(), neuron, per_budget, ratio, wins, len(common)))
-    lines.sort(reverse=True)
+    # one "task" per budget, so compare() pairs each budget's seeds
+    df = rows.assign(task=rows["budget"].astype(int).astype(str), model=rows["neuron"],
+                     metric="bits_per_param", value=rows["bits_per_param"])  # fmt: skip
     b = capacity_stats(rows[rows["neuron"] == baseline])
-    text = [
-        f"{kind} targets: {baseline} stores {b['mean'].min():.2f} to {b['mean'].max():.2f} {unit}/param "
-        f"across budgets (seed std ≤ {b['std'].max():.2f})."
-    ]
-    for mean, neuron, per_budget, ratio, wins, n in lines:
-        s = capacity_stats(rows[rows["neuron"] == neuron])
-        verb = "more" if mean > 1 else "less"
+    text = [f"{kind} targets: {baseline} stores {b['mean'].min():.2f} to {b['mean'].max():.2f} {unit}/param "
+            f"across budgets (seed std ≤ {b['std'].max():.2f})."]  # fmt: skip
+    verdicts = {}
+    for neuron in dict.fromkeys(rows.loc[rows["neuron"] != baseline, "neuron"]):
+        c = compare(df, neuron, baseline)
+        t = claim(c)
+        verdicts[neuron] = t.verdict
+        ratios = ", ".join(f"×{r.model_mean / r.baseline_mean:.2f} at {r.task}" for r in c.itertuples())
         text.append(
-            f"{neuron}: {s['mean'].min():.2f} to {s['mean'].max():.2f} {unit}/param (seed std ≤ "
-            f"{s['std'].max():.2f}); {mean:.2f}× {baseline} on average, {verb}, ×{per_budget.min():.2f} to "
-            f"×{per_budget.max():.2f} over budgets; above {baseline} in {wins} of {n} seed pairs"
-            + (f" (per-seed ratios ×{ratio.min():.2f} to ×{ratio.max():.2f})." if len(ratio) else ".")
+            f"{neuron} against {baseline}: **{t.verdict}** ({t.text()}); geometric-mean ratio {ratios}."
         )
-    better = [neuron for mean, neuron, *_ in lines if mean > 1]
-    top = lines[0][0] if lines else math.nan
+    more = [n for n, v in verdicts.items() if v == "supported"]
     text.append(
-        f"Verdict: {len(better)} of {len(lines)} neurons store more {unit} per parameter than {baseline}"
-        + (f"; the most, {lines[0][1]}, ×{top:.2f} on average" if better else "")
-        + (
-            f", {CLAIMED_RATIO / top:,.0f} times less than the claimed {CLAIMED_RATIO:,}×."
-            if top > 0
-            else "."
-        )
+        f"Verdict: {len(more)} of {len(verdicts)} neurons store more {unit} per parameter than {baseline} "
+        f"by the paired rule ({', '.join(more) or 'none'}); the original claimed {CLAIMED_RATIO:,}×. Each "
+        "capacity is a lower bound (a probe that does not fit within its steps counts as not fitted), so a "
+        "ratio can be off either way; a curve that falls with the budget is a sign of under-training "
+        "(docs/protocol.md §8)."
     )
     return "\n".join(text)

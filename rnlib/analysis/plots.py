@@ -26,6 +26,7 @@ from matplotlib import lines as mlines
 from matplotlib import ticker as mticker
 from matplotlib.figure import Figure
 
+from rnlib.analysis.stats import centre
 from rnlib.core.catalog import lower_is_better
 
 if TYPE_CHECKING:  # plots draw what training hands them; they never import it (nor torch) at run time
@@ -179,9 +180,9 @@ def results_figure(records: pd.DataFrame, models: Sequence[str] | None = None) -
             markersize=4,
             ax=ax,
         )
-        means = d.groupby("model")["value"].mean()
+        means = d.groupby("model")["value"].apply(centre, metric=metric)  # geometric for MSE
         best = (means.idxmin() if lower_is_better(metric) else means.idxmax()) if len(means) else "-"
-        ax.set_title(f"{task}  (★ {best})")
+        ax.set_title(f"{task}  (best: {best})")
         metric_axis(ax, metric)
         label_ticks(ax)
     return finish(fig)
@@ -232,8 +233,13 @@ def seed_scatter(records: pd.DataFrame, model: str, baseline: str) -> Figure:
 
 
 def ratio_heatmap(records: pd.DataFrame, models: Sequence[str], baseline: str) -> Figure:
-    """Per task, each model's mean error ÷ the baseline's (MSE, or 1 − accuracy); blue < 1 = model better."""
-    means = records.groupby(["task", "model", "metric"], sort=False)["value"].mean().reset_index()
+    """Per task, each model's error ÷ the baseline's (geometric-mean MSE, or 1 − mean accuracy); blue < 1 =
+    model better. A picture of size, not a verdict: the verdict cell applies the paired rule."""
+    means = (
+        records.groupby(["task", "model", "metric"], sort=False)["value"]
+        .apply(lambda v: centre(v, v.name[2]))  # v.name is the group's (task, model, metric)
+        .reset_index()
+    )
     means["error"] = np.where(means["metric"] == "accuracy", 1 - means["value"], means["value"])
     table = means.pivot(index="task", columns="model", values="error")
     tasks = list(dict.fromkeys(records["task"]))

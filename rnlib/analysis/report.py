@@ -48,9 +48,12 @@ README_FIGURES = ("heatmap", "seeds", "ood")  # the figures README links; all ar
 
 
 def resolve_run_dir(run_dir: str | Path) -> Path:
-    """``run_dir`` as given when it exists (or is absolute), else relative to the repository root."""
+    """``run_dir`` as given when absolute, else under the repository root (what the runner passes, whatever
+    the kernel's working directory); a relative folder found only under the working directory, as typed."""
     path = Path(run_dir)
-    return path if path.is_absolute() or path.exists() else REPO_ROOT / path
+    if path.is_absolute() or (path.exists() and not (REPO_ROOT / path).exists()):
+        return path
+    return REPO_ROOT / path
 
 
 def read_run_records(run_dir: Path) -> pd.DataFrame:
@@ -111,7 +114,10 @@ def heatmap_figure(rel: pd.DataFrame, metrics: dict[str, str]) -> Figure:
         sns.heatmap(rel[tasks], ax=ax, cmap=cmap, center=0, vmin=-lim, vmax=lim, annot=True, fmt=".2g",
                     cbar_kws={"label": label})  # fmt: skip
         ax.set(xlabel="", ylabel="")
-    title = "relative to vanilla, budget-matched default options (blank: both MSEs at float precision)"
+    title = (
+        "relative to vanilla, budget-matched default options; top row: the trivial reference "
+        "(blank: both MSEs at float precision)"
+    )
     return plots.finish(fig, title=title)
 
 
@@ -155,11 +161,10 @@ def figures(s: Summary) -> dict[str, Figure]:
 
 
 def findings_markdown(s: Summary) -> str:
-    """The six verdicts as Markdown: claim, verdict in bold, whether seed noise could flip it, the numbers."""
-    return "\n".join(
-        f"{f.number}. {f.finding}: **{f.verdict}** (seed-robust: {f.seed_robust}). {f.evidence}."
-        for f in s.findings
-    )
+    """The six verdicts as Markdown (claim, verdict in bold, the numbers), then the GLU control."""
+    lines = [f"{f.number}. {f.finding}: **{f.verdict}**. {f.evidence}." for f in s.findings]
+    c = s.control
+    return "\n".join([*lines, f"\nControl: {c.finding}: **{c.verdict}**. {c.evidence}."])
 
 
 def provenance_markdown(s: Summary) -> str:
@@ -187,12 +192,15 @@ def frame_json(df: pd.DataFrame, orient: str = "records") -> object:
 def summary_json(s: Summary, figure_files: list[str]) -> dict:
     """What README's generator reads: main table, regime map, verdicts, notes, timings and provenance."""
     findings = [{**vars(f), "table": frame_json(f.table)} for f in s.findings]
+    control = {**vars(s.control), "table": frame_json(s.control.table)}
     timings = {k: s.provenance[k] for k in ("total_seconds", "wall_seconds")}
     return {
         "main_table": frame_json(s.main_table, orient="split"),
         "regime_map": frame_json(s.regime),
         "regime_by_kind": frame_json(s.regime_by_kind),
         "findings": findings,
+        "control": control,
+        "skill": frame_json(s.skill, orient="split"),
         "notes": s.notes,
         "timings": {"notebooks": frame_json(s.runs.drop(columns=["parameters"])), **timings},
         "provenance": s.provenance,
@@ -252,20 +260,25 @@ def render_results(run_dir: str | Path) -> str:
     """README's Results section, from ``<run_dir>/summary.json`` and ``results.csv``."""
     path, data = load_summary(run_dir)
     rel = Path(os.path.relpath(path, REPO_ROOT)).as_posix()
-    findings = pd.DataFrame(data["findings"]).set_index("number")[
-        ["finding", "verdict", "seed_robust", "evidence"]
-    ]
+    findings = (
+        pd.DataFrame([*data["findings"], data["control"]])
+        .set_index("number")[["finding", "verdict", "evidence"]]
+        .rename(index={0: "control"})
+    )
     findings["verdict"] = "**" + findings["verdict"] + "**"
     notes = "\n".join(f"- {n}" for n in data["notes"])
     figures = [f for f in data["figures"] if Path(f).stem in README_FIGURES]
     parts = [
         run_line(data, pd.read_csv(path / "results.csv"), rel),
         "### Findings of the original study, checked\n\n" + md_table(findings),
-        "### Which neuron leads which kind of task (highest mean over seeds, not yet the paired rule)\n\n"
+        "### Which neuron wins which kind of task (a winner only where the paired rule decides it)\n\n"
         + md_table(pd.DataFrame(data["regime_by_kind"]).set_index("kind")),
-        "### Test metric per task (mean ± std over seeds, n seeds; ★ best)\n\n"
-        + md_table(pd.DataFrame(**data["main_table"]).T.rename_axis("model")),
-        f"Float precision (protocol §4):\n\n{notes}" if notes else "",
+        "### Test metric per model and task\n\nGeometric mean ×/÷ geometric std over seeds for MSE, "
+        "mean ± std for accuracy, n seeds; the first row is each task's trivial reference (predicting 0 or "
+        "the training mean; the majority class). ★ best and decided better than every other model; ≈ "
+        "cannot be told from the best by the paired rule (docs/protocol.md §6).\n\n"
+        + md_table(pd.DataFrame(**data["main_table"]).rename_axis("model")),
+        f"Caveats (protocol §4):\n\n{notes}" if notes else "",
         "\n".join(f"![{Path(f).stem}]({rel}/{f})" for f in figures),
     ]
     return "\n\n".join(p for p in parts if p) + "\n"
@@ -286,18 +299,25 @@ def render_answer(run_dir: str | Path) -> str:
     _, data = load_summary(run_dir)
     findings = {f["number"]: f for f in data["findings"]}
     first = findings.get(1)
+    cap = [r for r in (first or {}).get("table", []) if r.get("task") == "capacity"]
+    ratios = ", ".join(
+        f"{r['model_mean'] / r['baseline_mean']:.2g}× at {int(r['budget'])} ({r['decision']})" for r in cap
+    )
     storage = (
-        f"finding 1 ({first['finding']}) is **{first['verdict']}**: {first['evidence'].split(';')[0]}"
+        f"finding 1 ({first['finding']}) is **{first['verdict']}**: SinGLU's bits per parameter over "
+        f"vanilla's, per budget: {ratios or 'not measured'} (lower bounds; 95% paired intervals, Holm)"
         if first
         else "this run measured no capacity"
     )
-    kinds = "; ".join(f"{r['kind']}: {r['winner']} ({r['wins']} tasks)" for r in data["regime_by_kind"])
+    kinds = "; ".join(
+        f"{r['kind']}: {r['winner']} (decided on {r['decided']} tasks)" for r in data["regime_by_kind"]
+    )
     counts = pd.Series([f["verdict"] for f in data["findings"]]).value_counts()
     tally = ", ".join(f"{n} {verdict}" for verdict, n in counts.items())
     return (
         f"- **Does a richer neuron store more per parameter?** In capacity (random labels), {storage}.\n"
-        f"- **Which neuron leads which kind of task?** Highest mean over seeds per task, counted per kind "
-        f"(a lead, not yet a win under the paired rule of docs/protocol.md §6): {kinds}.\n"
+        f"- **Which neuron wins which kind of task?** A winner only where the paired rule of "
+        f"docs/protocol.md §6 decides it against the runner-up: {kinds}.\n"
         f"- **The original study's six findings, checked at a matched budget:** {tally} (Results below).\n"
     )
 

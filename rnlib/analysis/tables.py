@@ -1,5 +1,6 @@
-"""The tables every notebook shows from its records (``rnlib.records``): mean ± std over seeds with the seed
-count and the best marked, and the win counts behind each verdict.
+"""The tables every notebook shows from its records (``rnlib.records``) and the verdicts they support, all
+by the one comparison rule of ``rnlib.analysis.stats`` (protocol §5): geometric means of MSE with their
+spread, accuracy means ± std, paired-by-seed intervals, Holm over pooled comparisons, undecided allowed.
 """
 
 from __future__ import annotations
@@ -9,117 +10,189 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from rnlib.analysis.stats import (
+    FLOAT_FLOOR,
+    NOTHING_LEARNED,
+    Tally,
+    centre,
+    combine,
+    learned,
+    log_scale,
+    paired,
+    spread,
+    tally,
+)
 from rnlib.core.catalog import BASELINES, lower_is_better
 
 
-def format_value(mean: float, std: float, metric: str) -> str:
-    """``mean ± std`` in a precision that suits the metric (accuracy in %, MSE in 3 significant digits)."""
-    if metric == "accuracy":
-        return f"{100 * mean:.1f} ± {100 * std:.1f}%"
-    return f"{mean:.3g} ± {std:.2g}"
+def format_value(centre_: float, spread_: float, metric: str) -> str:
+    """``geomean ×/÷ factor`` for MSE, ``mean ± std%`` for accuracy (protocol §5: no arithmetic MSE means)."""
+    if not math.isfinite(centre_):
+        return "n/a"
+    if metric == "mse" and centre_ <= FLOAT_FLOOR:
+        return f"< {FLOAT_FLOOR:g}"
+    if log_scale(metric):
+        return f"{centre_:.3g} ×/÷ {spread_:.2g}"
+    return f"{100 * centre_:.1f} ± {100 * spread_:.1f}%"
 
 
 def aggregate(records: pd.DataFrame, value: str = "value") -> pd.DataFrame:
-    """Mean, std (ddof 1; 0 for one seed), seed count and divergences per (task, model)."""
-    ok = records[~records["diverged"].astype(bool)]
-    g = ok.groupby(["task", "model", "metric"], sort=False)[value]
-    out = g.agg(mean="mean", std="std", n="count").reset_index()
-    out["std"] = out["std"].fillna(0.0)
-    div = records.groupby(["task", "model"], sort=False)["diverged"].sum().rename("diverged").reset_index()
-    return out.merge(div, on=["task", "model"], how="right").fillna({"n": 0})
+    """Per (task, model): ``mean`` (geometric for MSE), ``spread`` (×/÷ factor or std), seeds, divergences,
+    and the task's trivial reference (its own centre over seeds) where the records carry it."""
+    rows = []
+    for (task, model), g in records.groupby(["task", "model"], sort=False):
+        metric = g["metric"].iloc[0]
+        ok = g[~g["diverged"].astype(bool)][value].astype(float)
+        trivial = g["trivial_value"] if "trivial_value" in g else pd.Series(dtype=float)
+        rows.append({
+            "task": task, "model": model, "metric": metric, "mean": centre(ok, metric),
+            "spread": spread(ok, metric), "n": int(ok.notna().sum()),
+            "diverged": int(g["diverged"].astype(bool).sum()), "trivial": centre(trivial, metric),
+        })  # fmt: skip
+    columns = ["task", "model", "metric", "mean", "spread", "n", "diverged", "trivial"]
+    return pd.DataFrame(rows, columns=columns)
 
 
-def best_models(agg: pd.DataFrame) -> dict[str, str]:
-    """The best model per task by mean metric (lowest MSE, highest accuracy)."""
-    best = {}
-    for task, rows in agg.dropna(subset=["mean"]).groupby("task", sort=False):
-        sign = 1 if lower_is_better(rows["metric"].iloc[0]) else -1
-        best[task] = rows.loc[(sign * rows["mean"]).idxmin(), "model"]
-    return best
+def ranked(agg: pd.DataFrame) -> pd.DataFrame:
+    """``aggregate``'s rows best first within each task (lowest MSE, highest accuracy)."""
+    key = agg["mean"].where(agg["metric"].map(lower_is_better), -agg["mean"])
+    first = agg["task"].map(
+        {t: i for i, t in enumerate(dict.fromkeys(agg["task"]))}
+    )  # tasks keep their order
+    return agg.assign(_t=first, _k=key).sort_values(["_t", "_k"], kind="stable").drop(columns=["_t", "_k"])
+
+
+def best_groups(records: pd.DataFrame) -> dict[str, tuple[str, list[str], bool]]:
+    """Per task: the best model by its centre, the models indistinguishable from it (undecided or tied
+    against it by the comparison rule), and whether the best is decided better than every other model."""
+    out = {}
+    for task, g in ranked(aggregate(records)).dropna(subset=["mean"]).groupby("task", sort=False):
+        best, rest = g["model"].iloc[0], list(g["model"].iloc[1:])
+        c = compare_many(records[records["task"] == task], best, rest)
+        close = list(c.loc[c["outcome"] != "better", "baseline"])
+        out[task] = (best, close, bool(len(rest)) and not close)
+    return out
 
 
 def summary_table(records: pd.DataFrame, value: str = "value") -> pd.DataFrame:
-    """Task × model table of ``mean ± std (n)``; the best per task is marked with ★."""
+    """Model × task table of ``centre ×/÷ spread (n)``, tasks as columns, every model a row, a first row with
+    each task's trivial reference. ★ marks a best model decided better than every other, ≈ the models the
+    rule cannot tell from the best; "(nothing learned)" flags a task no model beats its reference on."""
     agg = aggregate(records, value)
-    best = best_models(agg)
+    groups = best_groups(records) if value == "value" else {}
+    done = learned(records) if value == "value" else {}
     cells = {}
     for row in agg.itertuples():
-        text = "diverged" if row.n == 0 else f"{format_value(row.mean, row.std, row.metric)} (n={row.n})"
-        cells[(row.task, row.model)] = ("★ " if best.get(row.task) == row.model else "") + text
+        text = "diverged" if row.n == 0 else f"{format_value(row.mean, row.spread, row.metric)} (n={row.n})"
+        best, close, decided = groups.get(row.task, ("", [], False))
+        mark = ("★ " if decided else "≈ ") if row.model == best else "≈ " if row.model in close else ""
+        cells[(row.model, row.task)] = mark + text
     tasks = list(dict.fromkeys(records["task"]))
     models = list(dict.fromkeys(records["model"]))
-    table = pd.DataFrame(
-        [[cells.get((t, m), "") for m in models] for t in tasks], index=tasks, columns=models
-    )
-    table.index.name = "task"
+    table = pd.DataFrame([[cells.get((m, t), "") for t in tasks] for m in models], index=models)
+    table.columns = tasks
+    trivial = agg.drop_duplicates("task").set_index("task")
+    if value == "value" and trivial["trivial"].notna().any():
+        ref = [reference_text(trivial.loc[t, "trivial"], trivial.loc[t, "metric"], done.get(t, True))
+               for t in tasks]  # fmt: skip
+        table = pd.concat([pd.DataFrame([ref], index=["trivial reference"], columns=tasks), table])
+    table.index.name = "model"
     return table
 
 
-def compare(records: pd.DataFrame, model: str, baseline: str) -> pd.DataFrame:
-    """Per task: does ``model`` beat ``baseline`` on the mean, and in how many seeds (same seed pairs)?"""
-    rows = []
-    for task, df in records.groupby("task", sort=False):
-        a = df[df["model"] == model].set_index("seed")["value"]
-        b = df[df["model"] == baseline].set_index("seed")["value"]
-        seeds = a.index.intersection(b.index)
-        if len(seeds) == 0:
-            continue
-        sign = 1 if lower_is_better(df["metric"].iloc[0]) else -1
-        a, b = a.loc[seeds], b.loc[seeds]
-        seed_wins = int(((sign * a) < (sign * b)).sum())
-        rows.append(
-            {
-                "task": task,
-                "model": a.mean(),
-                "baseline": b.mean(),
-                "ratio": a.mean() / b.mean() if b.mean() else math.nan,
-                "wins": bool(sign * a.mean() < sign * b.mean()),
-                "seed_wins": seed_wins,
-                "seeds": len(seeds),
-                "consistent": seed_wins in (0, len(seeds)),
-            }
-        )
-    return pd.DataFrame(rows)
+def reference_text(value: float, metric: str, learned_: bool) -> str:
+    """A task's trivial reference as the table shows it, flagged when no model beats it."""
+    text = f"{100 * value:.1f}%" if metric == "accuracy" else f"{value:.3g}"
+    return text if learned_ else f"{text} (nothing learned)"
 
 
-def beats_line(records: pd.DataFrame, model: str, baseline: str) -> str:
-    """One sentence such as ``v10 beats singlu on 4 of 9 tasks, in every seed on 3 of them``."""
-    c = compare(records, model, baseline)
-    if c.empty:
-        return f"{model} and {baseline} share no task and seed"
-    wins = c[c["wins"]]
-    every_seed = int((wins["seed_wins"] == wins["seeds"]).sum())
-    return (
-        f"{model} beats {baseline} on {len(wins)} of {len(c)} tasks "
-        f"({', '.join(wins['task']) or 'none'}), in every seed on {every_seed} of them"
+def skill_table(records: pd.DataFrame) -> pd.DataFrame:
+    """Model × MSE task skill ``1 − MSE / MSE_trivial`` (geometric means over seeds): 0 is learning nothing,
+    1 is a perfect fit, negative is worse than the trivial reference (protocol §4)."""
+    agg = aggregate(records)
+    agg = agg[agg["metric"].eq("mse") & agg["trivial"].notna()]
+    table = agg.assign(skill=1 - agg["mean"] / agg["trivial"]).pivot(
+        index="model", columns="task", values="skill"
+    )
+    return table.reindex(
+        index=[m for m in dict.fromkeys(records["model"]) if m in table.index],
+        columns=[t for t in dict.fromkeys(records["task"]) if t in table.columns],
     )
 
 
-# ------------------------------------------------------------------- the version notebooks' verdict rule
-MAJORITY = "more than half of the tasks"  # what "beats" means for a notebook's hypothesis (protocol §3)
+COMPARE_COLUMNS = ["task", "metric", "model", "baseline", "model_mean", "baseline_mean", "diff", "low",
+                   "high", "p", "seeds", "excluded", "outcome", "wins", "learned", "text"]  # fmt: skip
 
 
-def majority(wins: pd.Series) -> bool:
-    """Whether ``wins`` (one bool per task, ``compare``'s column) holds on more than half of the tasks."""
-    return int(wins.sum()) > len(wins) / 2
+def compare_many(
+    records: pd.DataFrame, model: str, baselines: Sequence[str], value: str = "value"
+) -> pd.DataFrame:
+    """``model`` against each baseline on each task by the comparison rule, one row per (task, baseline):
+    centres, the paired interval, the outcome (``nothing learned`` on a task no model of ``records`` beats
+    its trivial reference on), ``wins`` = decided better."""
+    done, rows = learned(records) if value == "value" else {}, []
+    for task, df in records.groupby("task", sort=False):
+        metric = df["metric"].iloc[0]
+        a = df[df["model"] == model].set_index("seed")[value]
+        for baseline in baselines:
+            b = df[df["model"] == baseline].set_index("seed")[value]
+            if baseline == model or not len(a.index.intersection(b.index)):
+                continue
+            c = paired(a, b, metric)
+            outcome = c.outcome if done.get(task, True) else NOTHING_LEARNED
+            rows.append([task, metric, model, baseline, centre(a, metric), centre(b, metric), c.diff, c.low,
+                         c.high, c.p, c.seeds, c.excluded, outcome, outcome == "better", done.get(task, True),
+                         c.text(metric)])  # fmt: skip
+    return pd.DataFrame(rows, columns=COMPARE_COLUMNS)
 
 
-def verdict(held: bool, evidence: str, criterion: str, lines: Sequence[str] = (), note: str = "") -> str:
-    """A notebook's verdict cell as Markdown: its comparisons, then **Verdict: the hypothesis held / did not
-    hold.** with the numbers and the criterion it was held to (the one form every notebook uses)."""
+def compare(records: pd.DataFrame, model: str, baseline: str, value: str = "value") -> pd.DataFrame:
+    """``model`` against ``baseline`` per task (``compare_many`` with one baseline)."""
+    return compare_many(records, model, [baseline], value)
+
+
+def compare_best(records: pd.DataFrame, model: str, candidates: Sequence[str]) -> pd.DataFrame:
+    """``model`` against the best of ``candidates`` on each task (the one with the best centre there)."""
+    frames = [
+        compare(records[records["task"] == task], model, ranked(aggregate(g))["model"].iloc[0])
+        for task, g in records[records["model"].isin(candidates)].groupby("task", sort=False)
+    ]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COMPARE_COLUMNS)
+
+
+def claim(comparisons: pd.DataFrame, agree: str = "better") -> Tally:
+    """The verdict of pooled comparisons (``compare_many`` rows) for the claim that ``agree`` holds."""
+    return tally(comparisons["outcome"], comparisons["p"], agree)
+
+
+def beats_line(records: pd.DataFrame, model: str, baseline: str) -> str:
+    """One sentence: ``v10 vs singlu, of 9 tasks: better on 2 (spiral, nested2d); worse on 1 (hifreq); …``."""
+    c = compare(records, model, baseline)
+    if c.empty:
+        return f"{model} and {baseline} share no task and seed"
+    parts = []
+    for outcome in ("better", "worse", "undecided", "tie", NOTHING_LEARNED):
+        tasks = list(c.loc[c["outcome"] == outcome, "task"])
+        if tasks:
+            parts.append(f"{outcome} on {len(tasks)} ({', '.join(tasks)})")
+    return f"{model} vs {baseline}, of {len(c)} tasks: " + "; ".join(parts)
+
+
+# ------------------------------------------------------------------- the version notebooks' verdict form
+def verdict(outcome: str, evidence: str, criterion: str, lines: Sequence[str] = (), note: str = "") -> str:
+    """A notebook's verdict cell as Markdown: its comparisons, then **Verdict: supported / contradicted /
+    mixed / undecided.** with the numbers and the claim it was held to (the one form every notebook uses)."""
     bullets = "".join(f"- {line}.\n" for line in lines)
-    outcome = "held" if held else "did not hold"
-    return f"{bullets}\n**Verdict: the hypothesis {outcome}.** {evidence} (criterion: {criterion}).{note}"
+    return f"{bullets}\n**Verdict: {outcome}.** {evidence} (claim: {criterion}).{note}"
 
 
 def beats_baselines(
     records: pd.DataFrame, model: str, baselines: Sequence[str] = BASELINES, note: str = ""
 ) -> str:
-    """The verdict of "``model`` beats the baselines": more than half of the tasks against each."""
-    wins = {b: compare(records, model, b)["wins"] for b in baselines}
-    evidence = f"{model} beats " + " and ".join(
-        f"{b} on {w.sum()} of {len(w)} tasks" for b, w in wins.items()
-    )
-    held = all(majority(w) for w in wins.values())
-    criterion = f"{MAJORITY} against each baseline, on the mean over seeds"
-    return verdict(held, evidence, criterion, [beats_line(records, model, b) for b in wins], note)
+    """The verdict of "``model`` beats the baselines": the claim against each baseline, pooled over tasks
+    with Holm, and the two combined (both must hold)."""
+    tallies = {b: claim(compare(records, model, b)) for b in baselines}
+    evidence = "; ".join(f"against {b}: {t.verdict}, {t.text()}" for b, t in tallies.items())
+    outcome = combine(*(t.verdict for t in tallies.values()))
+    criterion = f"{model} is better than " + " and ".join(baselines) + " across the tasks"
+    return verdict(outcome, evidence, criterion, [beats_line(records, model, b) for b in baselines], note)

@@ -1,4 +1,4 @@
-"""Command line: ``python -m rnlib run PROFILE.yaml`` (also the ``rnlib`` console script).
+"""Command line: ``python -m rnlib run PROFILE.run.yaml | readme | report`` (the ``rnlib`` console script).
 
 Each subcommand is one ``add_<name>_command(subparsers)`` function that adds its parser and sets
 ``handler``; list it in ``COMMANDS``. Exit codes: 0 ok, 1 a job failed, 2 bad profile or usage,
@@ -17,7 +17,7 @@ from typing import Any
 
 from rnlib.batch.profiles import Job, ProfileError, expand_jobs, load_profile, select_jobs
 from rnlib.batch.runner import JobResult, RunError, default_out, job_state, run_profile
-from rnlib.paths import SUMMARY_STEM
+from rnlib.paths import SUMMARY_STEM, repo_relative
 
 
 def _positive_int(text: str) -> int:
@@ -54,11 +54,11 @@ def format_report(results: Sequence[JobResult], seconds: float) -> str:
 
 def format_plan(jobs: Sequence[Job], out: Path, summary: bool) -> str:
     """The dry-run listing: each job's state, output stem, notebook and parameters."""
-    lines = [f"{len(jobs)} jobs -> {out}"]
+    lines = [f"{len(jobs)} jobs -> {repo_relative(out)}"]
     for job in jobs:
         params = ", ".join(f"{k}={v!r}" for k, v in job.parameters.items())
         lines.append(f"  {job_state(out, job):<7}  {job.stem}  ({job.notebook.name}: {params})")
-    lines.append(f"then {SUMMARY_STEM}.ipynb with run_dir={out}" if summary else "no summary")
+    lines.append(f"then {SUMMARY_STEM}.ipynb with run_dir={repo_relative(out)}" if summary else "no summary")
     return "\n".join(lines)
 
 
@@ -93,7 +93,7 @@ def add_run_command(subparsers: argparse._SubParsersAction) -> None:
         description="Run every job of a profile (one papermill execution per notebook and grid combination), "
         "skipping completed ones, then the summary notebook.",
     )
-    parser.add_argument("profile", type=Path, help="YAML run profile, e.g. parameters/smoke.yaml")
+    parser.add_argument("profile", type=Path, help="YAML run profile, e.g. parameters/smoke.run.yaml")
     parser.add_argument("--out", type=Path, help="run folder (default: executed/<profile name>)")
     parser.add_argument("--workers", type=_positive_int, help="parallel kernels (default: number of cores)")
     parser.add_argument(
@@ -123,7 +123,40 @@ def add_readme_command(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=readme_command, takes_extra=True)
 
 
-COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (add_run_command, add_readme_command)
+def report_command(args: argparse.Namespace) -> int:
+    """``rnlib report``: a run folder as static HTML (nbconvert, imported here); 2 when it has no notebook."""
+    from rnlib.analysis import html
+
+    try:
+        written = html.build_report(args.run_dir, args.out)
+    except html.ReportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{len(written) - 1} notebook pages and the index: {repo_relative(written[-1])}")
+    return 0
+
+
+def add_report_command(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``rnlib report``."""
+    parser = subparsers.add_parser(
+        "report",
+        help="render a run folder's executed notebooks and an index as static HTML that opens offline",
+        description="Render every executed notebook of a run folder to HTML (figures embedded, no script "
+        "from the network) and write index.html: the summary's headline, each notebook's status and "
+        "seconds, links to its page, the figures and results.csv.",
+    )
+    parser.add_argument(
+        "run_dir", nargs="?", default="executed/default", help="run folder (default: executed/default)"
+    )
+    parser.add_argument("--out", type=Path, help="where the pages go (default: RUN_DIR/html)")
+    parser.set_defaults(handler=report_command)
+
+
+COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    add_run_command,
+    add_readme_command,
+    add_report_command,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

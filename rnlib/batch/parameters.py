@@ -4,7 +4,9 @@ first cell (``check_parameters(globals())``), with the same one-line errors.
 ``papermill -p NAME VALUE`` passes lists, mappings and booleans as strings (``-p seeds "[0, 1]"`` arrives as
 ``"[0, 1]"``); the notebook parses them as YAML against the type its ``parameters`` cell declares
 (``seeds: list = [0, 1, 2]``, which leaves ``seeds: list`` in the kernel's ``__annotations__``), or stops
-before any training with one line naming the parameter, what it got and how to pass it.
+before any training with one line naming the parameter, what it got and how to pass it. A run profile's own
+settings passed as parameters (``papermill ... -f parameters/smoke.run.yaml``, which papermill only warns
+about) stop it too: the notebook would otherwise run the full protocol silently.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ PYTHON_TYPES: dict[str, tuple[type, ...]] = {
 }
 NON_EMPTY = ("seeds", "budgets", "omegas", "neurons", "kinds", "sweep_tasks")  # an empty one trains nothing
 EXAMPLES = {"list": "[0, 1]", "dict": "{complex4d: 8000}", "bool": "true", "int": "3000", "float": "0.001"}
+# a run profile's keys (rnlib.batch.profiles.KEYS) that no notebook uses as a name: seen in a kernel, they
+# were injected by `papermill -f` given a profile instead of its parameters file
+PROFILE_ONLY = ("notebooks", "notebooks_dir", "grid", "overrides", "timeout")
 
 
 class ParameterError(ValueError):
@@ -67,6 +72,14 @@ def parsed(value: Any, type_name: str) -> Any:
 
 def check_parameters(namespace: MutableMapping[str, Any]) -> None:
     """Parse and check, in place, every parameter the notebook's ``parameters`` cell declares with a type."""
+    annotations = namespace.get("__annotations__", {})
+    profile = [key for key in PROFILE_ONLY if key in namespace and key not in annotations]
+    if profile:
+        raise ParameterError(
+            f"parameters {', '.join(profile)} are a run profile's settings, not this notebook's: pass the "
+            "profile's parameters file (papermill ... -f parameters/smoke.yaml), or run the profile "
+            "(python -m rnlib run parameters/smoke.run.yaml)"
+        )
     for name, annotation in dict(namespace.get("__annotations__", {})).items():
         type_name = getattr(annotation, "__name__", str(annotation))
         if name not in namespace or type_name not in PYTHON_TYPES:

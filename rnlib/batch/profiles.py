@@ -1,18 +1,20 @@
 """Run profiles: a YAML file -> a validated Profile -> one papermill Job per notebook and grid combination.
 
-A profile (``parameters/*.yaml``) may hold only these keys::
+A profile (``parameters/<name>.run.yaml``) may hold only these keys::
 
-    name: smoke  # output folder executed/<name>; default: the file's stem
+    name: smoke  # output folder executed/<name>; default: the file's stem, less `.run`
     notebooks: [v01, v10]  # prefixes (v10) or stems (v10_free_phase); default: every v[0-9][0-9]_*.ipynb
     notebooks_dir: notebooks  # where they live, relative to the repo root (tests use tests/fixtures)
-    parameters: {steps: 300}  # shared by every notebook
+    parameters: smoke.yaml  # shared by every notebook: a file beside this one, or inline ({steps: 300})
     grid: {budget: [3000, 8000]}  # one job per combination; varying keys name the outputs
     overrides: {v14: {budgets: [3000, 8000, 32000]}}  # per notebook (prefix or stem); win over parameters
     summary: true  # afterwards run summary.ipynb with run_dir=<out>
     timeout: 3600  # seconds per cell; default: no limit
     step: auto  # how training steps are computed: auto (fused where possible), fused or autograd
 
-Every value is checked against the parameters its notebook declares (``papermill.inspect_notebook``).
+Every value is checked against the parameters its notebook declares (``papermill.inspect_notebook``). The
+shipped profiles keep their shared parameters in a file of their own (``parameters/smoke.yaml``), a flat
+mapping that plain papermill reads too: ``papermill NB OUT -f parameters/smoke.yaml``.
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ class ProfileError(ValueError):
 
 @dataclass(frozen=True)
 class Profile:
-    """A validated run profile; ``overrides`` is keyed by notebook stem."""
+    """A validated run profile; ``overrides`` is keyed by notebook stem; ``parameters_file`` is the file its
+    shared ``parameters`` came from (None when inline)."""
 
     path: Path
     name: str
@@ -58,6 +61,7 @@ class Profile:
     summary: bool = True
     timeout: float | None = None
     step: str = "auto"
+    parameters_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -138,21 +142,30 @@ def _fail(path: Path, key: str, problem: str) -> ProfileError:
     return ProfileError(f"{path}: {key}: {problem}" if key else f"{path}: {problem}")
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    """The profile's top-level mapping."""
+def _load_yaml(path: Path, what: str = "profile") -> Any:
+    """A YAML file's content; a missing file or malformed YAML is a one-line ProfileError."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise _fail(path, "", f"cannot read profile ({exc.strerror})") from None
+        raise _fail(path, "", f"cannot read {what} ({exc.strerror})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise _fail(path, "", f"malformed YAML{where}: {problem}") from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    """The profile's top-level mapping."""
+    data = _load_yaml(path)
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise _fail(path, "", f"expected a mapping of {', '.join(KEYS)}; got {type(data).__name__}")
+    run_file = path.with_name(f"{path.stem}.run{path.suffix}")
+    if run_file.exists() and not set(data) & set(KEYS):
+        keys = ", ".join(map(str, data))
+        raise _fail(path, "", f"holds notebook parameters ({keys}), not a run profile; run {run_file}")
     for key in data:
         if key not in KEYS:
             close = difflib.get_close_matches(str(key), KEYS, n=1)
@@ -162,13 +175,26 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _mapping(path: Path, key: str, value: Any) -> dict[str, Any]:
-    """``value`` checked to be a mapping with string keys."""
+    """``value`` checked to be a mapping with string keys (``key`` empty: the whole file ``path``)."""
     if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
         raise _fail(path, key, f"expected a mapping of parameter names to values, got {value!r}")
     for name in value:
         if name in RUNNER_SET:
-            raise _fail(path, f"{key}.{name}", f"set by the runner for every job; remove it ({RUNNER_SET})")
+            at = f"{key}.{name}" if key else name
+            raise _fail(path, at, f"set by the runner for every job; remove it ({RUNNER_SET})")
     return value
+
+
+def _shared(path: Path, data: dict[str, Any]) -> tuple[dict[str, Any], Path | None]:
+    """The profile's shared parameters and the file they came from: ``parameters`` inline, or naming a flat
+    YAML file of them (relative to the profile's folder) that plain papermill reads with ``-f``."""
+    value = data.get("parameters", {})
+    if not isinstance(value, str):
+        return _mapping(path, "parameters", value), None
+    file = Path(value) if Path(value).is_absolute() else path.parent / value
+    if not file.is_file():
+        raise _fail(path, "parameters", f"{file} is not a file; name a YAML file of notebook parameters")
+    return _mapping(file, "", _load_yaml(file, "parameters file") or {}), file
 
 
 def _notebooks(path: Path, data: dict[str, Any], folder: Path) -> tuple[Path, ...]:
@@ -196,14 +222,16 @@ def _notebooks(path: Path, data: dict[str, Any], folder: Path) -> tuple[Path, ..
 
 
 def _check_parameters(path: Path, notebook: Path, where: str, values: dict[str, Any]) -> None:
-    """Raise unless every value is a declared parameter of ``notebook`` of the declared type."""
+    """Raise unless every value is a declared parameter of ``notebook`` of the declared type (``where``
+    empty: ``path`` is a parameters file and its keys are named alone)."""
     declared = declared_parameters(notebook)
     for key, value in values.items():
+        name = f"{where}.{key}" if where else key
         if key not in declared:
-            raise _fail(path, f"{where}.{key}", _undeclared(notebook, key, declared))
+            raise _fail(path, name, _undeclared(notebook, key, declared))
         type_name = declared[key]["inferred_type_name"]
         for i, item in enumerate(value if where == "grid" else [value]):
-            at = f"{where}.{key}[{i}]" if where == "grid" else f"{where}.{key}"
+            at = f"{name}[{i}]" if where == "grid" else name
             problem = type_problem(item, type_name)
             if problem:
                 raise _fail(path, at, f"{problem} ({notebook.name} declares `{key}: {type_name}`)")
@@ -246,7 +274,7 @@ def load_profile(path: Path | str, notebooks_dir: Path | str | None = None) -> P
     """Read and validate a profile; ``notebooks_dir`` overrides the profile's own."""
     path = Path(path)
     data = _read_yaml(path)
-    name = data.get("name", path.stem)
+    name = data.get("name", path.stem.removesuffix(".run"))
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise _fail(path, "name", f"expected a folder name of letters, digits, '_', '.', '-'; got {name!r}")
     folder = Path(notebooks_dir or data.get("notebooks_dir") or NOTEBOOKS_DIR)
@@ -254,7 +282,7 @@ def load_profile(path: Path | str, notebooks_dir: Path | str | None = None) -> P
     if not folder.is_dir():
         raise _fail(path, "notebooks_dir", f"{folder} is not a directory")
     notebooks = _notebooks(path, data, folder)
-    parameters = _mapping(path, "parameters", data.get("parameters", {}))
+    parameters, parameters_file = _shared(path, data)
     grid = _grid(path, data, parameters)
     overrides = _overrides(path, data, notebooks, grid)
     summary, timeout = data.get("summary", True), data.get("timeout")
@@ -268,13 +296,18 @@ def load_profile(path: Path | str, notebooks_dir: Path | str | None = None) -> P
     if step not in STEP_KINDS:
         raise _fail(path, "step", f"expected one of {', '.join(STEP_KINDS)}, got {step!r}")
     for notebook in notebooks:
-        _check_parameters(path, notebook, "parameters", parameters)
+        if parameters_file:
+            _check_parameters(parameters_file, notebook, "", parameters)
+        else:
+            _check_parameters(path, notebook, "parameters", parameters)
         _check_parameters(path, notebook, "grid", grid)
         _check_parameters(path, notebook, f"overrides.{notebook.stem}", overrides.get(notebook.stem, {}))
     summary_notebook = folder / f"{SUMMARY_STEM}.ipynb"
     if summary and summary_notebook.exists() and "run_dir" not in declared_parameters(summary_notebook):
         raise _fail(path, "summary", f"{summary_notebook} declares no `run_dir: str` parameter")
-    return Profile(path, name, notebooks, folder, parameters, grid, overrides, summary, timeout, step)
+    return Profile(
+        path, name, notebooks, folder, parameters, grid, overrides, summary, timeout, step, parameters_file
+    )
 
 
 def expand_jobs(profile: Profile) -> list[Job]:

@@ -5,10 +5,13 @@ A run folder (``executed/<profile name>`` unless ``--out``) holds::
     <stem>.ipynb, <stem>.records.csv  a completed job's outputs, moved in only after its run succeeded
     <stem>.failed.ipynb               a failed job's partial notebook, kept for reading
     .jobs/<stem>.json                 written last, atomically: job id, status, seconds, cell, error
+    .jobs/profile.yaml                the run profile, as run (and .jobs/parameters.yaml, the file it names)
     .jobs/kernels.log                 what kernels and pool workers wrote to stdout/stderr
     .tmp/<stem>-<token>/              where a job runs; nothing in it looks complete
 
-A job is complete only when its status file says ``done`` for the job's current id.
+A job is complete only when its status file says ``done`` for the job's current id. Local kernels run in the
+repository root and get repository-relative paths (``records``, the summary's ``run_dir``), so neither the
+executed notebooks nor their papermill metadata name this machine's folders.
 """
 
 from __future__ import annotations
@@ -37,8 +40,8 @@ from papermill.exceptions import PapermillExecutionError
 from tqdm import tqdm
 
 from rnlib.batch.profiles import Job, Profile, expand_jobs, job_id, profile_version, select_jobs
-from rnlib.paths import EXECUTED_DIR, REPO_ROOT, SUMMARY_STEM, atomic_write_text
-from rnlib.provenance import STEP_ENV
+from rnlib.paths import EXECUTED_DIR, REPO_ROOT, SUMMARY_STEM, atomic_write_text, repo_relative
+from rnlib.provenance import PROGRESS_ENV, STEP_ENV
 
 KERNEL = "python3"
 START_ATTEMPTS = 3  # kernels started together can race for ZMQ ports or die before replying
@@ -97,10 +100,10 @@ def cores() -> int:
 
 
 def kernel_env(workers: int, available: int | None = None, step: str = "auto") -> dict[str, str]:
-    """Thread limits that let ``workers`` parallel kernels share the cores without oversubscribing, and the
-    profile's training step."""
+    """Thread limits that let ``workers`` parallel kernels share the cores without oversubscribing, the
+    profile's training step, and no progress bars (an executed notebook would keep every redraw)."""
     env = dict.fromkeys(THREAD_VARS, str(max(1, (available or cores()) // max(1, workers))))
-    return env | ({STEP_ENV: step} if step != "auto" else {})
+    return env | {PROGRESS_ENV: "0"} | ({STEP_ENV: step} if step != "auto" else {})
 
 
 def failed_cell(executed: Path) -> int | None:
@@ -158,8 +161,9 @@ def execute_job(notebook: str, output: str, parameters: dict[str, Any], timeout:
 
 
 def papermill_parameters(job: Job, records: Path) -> dict[str, Any]:
-    """A job's parameters plus, when its notebook declares it, the ``records`` path."""
-    return {**job.parameters, "records": str(records)} if job.records else dict(job.parameters)
+    """A job's parameters plus, when its notebook declares it, the ``records`` path (repository-relative when
+    inside it: the notebook resolves it against the repository root, ``rnlib.paths.repo_path``)."""
+    return {**job.parameters, "records": repo_relative(records)} if job.records else dict(job.parameters)
 
 
 def execute_remote(notebook_text: str, job: Job, timeout: float | None) -> dict[str, Any]:
@@ -194,8 +198,10 @@ def _alive(pid: int) -> bool:
 
 
 def _init_worker(env: dict[str, str], log: str, runner: int) -> None:
-    """Pool worker setup: thread limits and a log file for kernels; exit when the runner dies."""
+    """Pool worker setup: thread limits, the repository root as working directory (the kernels' too, and
+    what the relative paths of ``_arguments`` mean), a log file for kernels; exit when the runner dies."""
     os.environ.update(env)
+    os.chdir(REPO_ROOT)
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     for stream in (1, 2):  # kernels inherit these: their warnings go to the log, not the terminal
         os.dup2(fd, stream)
@@ -210,8 +216,10 @@ def _init_worker(env: dict[str, str], log: str, runner: int) -> None:
 
 
 def _arguments(task: Task) -> tuple[str, str, dict[str, Any]]:
-    """``execute_job``'s notebook, output and parameters for a local task."""
-    return str(task.job.notebook), str(task.executed), papermill_parameters(task.job, task.records)
+    """``execute_job``'s notebook, output and parameters for a local task, as repository-relative paths
+    where they are inside it (papermill records both paths in the executed notebook's metadata)."""
+    notebook, executed = repo_relative(task.job.notebook), repo_relative(task.executed)
+    return notebook, executed, papermill_parameters(task.job, task.records)
 
 
 def run_local(
@@ -368,14 +376,6 @@ def summary_job(profile: Profile, out: Path, jobs: Sequence[Job]) -> Job | None:
     return Job(notebook, SUMMARY_STEM, parameters, summary_id, records=False, step=profile.step)
 
 
-def repo_relative(path: Path) -> str:
-    """``path`` relative to the repository when inside it (so ids and notebooks name no machine's paths)."""
-    try:
-        return str(path.resolve().relative_to(REPO_ROOT))
-    except ValueError:
-        return str(path)
-
-
 def default_out(profile: Profile) -> Path:
     """``executed/<profile name>``."""
     return EXECUTED_DIR / profile.name
@@ -401,6 +401,9 @@ def run_profile(
     with locked(out):
         shutil.rmtree(out / ".tmp", ignore_errors=True)  # leftovers of killed runs
         atomic_write_text(out / ".jobs" / "profile.yaml", profile.path.read_text(encoding="utf-8"))
+        if profile.parameters_file:
+            text = profile.parameters_file.read_text(encoding="utf-8")
+            atomic_write_text(out / ".jobs" / "parameters.yaml", text)
         run_stage(out, jobs, results, workers=workers or cores(), scheduler=scheduler, **options)
         failed = sum(result.status == "failed" for result in results.values())
         summary = summary_job(profile, out, every) if profile.summary else None

@@ -19,8 +19,8 @@ CAPACITY_KINDS = ("binary", "real")  # protocol §8: fair-coin labels, or y ~ N(
 
 
 def lower_is_better(metric: str) -> bool:
-    """Whether smaller values of ``metric`` are better (MSE) or worse (accuracy)."""
-    return metric == "mse"
+    """Whether smaller values of ``metric`` are better (MSE, OOD degradation) or worse (accuracy)."""
+    return metric in ("mse", "degradation")
 
 
 # ----------------------------------------------------------------------------------------- neurons (§2)

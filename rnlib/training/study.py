@@ -1,16 +1,21 @@
 """What a notebook calls: train models × tasks × seeds (cached, batched over seeds) and keep the records.
 
 A notebook makes one ``Study`` from its parameters and calls ``study.run(...)`` once per comparison; every
-call appends its records to the notebook's records file, rewritten atomically each time.
+call appends its records to the notebook's records file, rewritten atomically each time. Each call shows a
+progress bar (tqdm's widget in a kernel, text on stderr in a terminal) unless ``RNLIB_PROGRESS=0``, which
+the batch runner sets for its kernels.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import sys
+import threading
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +27,7 @@ from rnlib.core.models import DEFAULT_DEPTH, RichNet, param_count, width_for_bud
 from rnlib.core.neurons import neuron_class
 from rnlib.core.tasks import TASKS, hifreq_target, make_task, ood_target, task_names
 from rnlib.paths import EXECUTED_DIR
-from rnlib.provenance import STEP_ENV
+from rnlib.provenance import PROGRESS_ENV, STEP_ENV
 from rnlib.records import COLUMNS, KEY, write_records
 from rnlib.training import runtime
 from rnlib.training.cache import ResultCache, cache_key
@@ -103,6 +108,39 @@ class LineCurves:
 
 
 TARGETS_1D = {"ood": ood_target, "hifreq": hifreq_target}  # 1-D tasks whose target line_curves can draw
+Done = tuple[list[RunResult], int]  # one program's replicas in seed order and how many of them trained here
+
+
+def show_progress(progress: bool | None = None) -> bool:
+    """``progress`` when given, else whether ``$RNLIB_PROGRESS`` allows it ("0" hides it: the batch runner's
+    kernels, whose executed notebooks would keep every redraw)."""
+    if progress is not None:
+        return progress
+    return os.environ.get(PROGRESS_ENV, "").strip().lower() not in ("0", "false", "no", "off")
+
+
+@contextlib.contextmanager
+def progress_bar(total: int, desc: str, show: bool) -> Iterator[Callable[[Done], Done]]:
+    """A callback to pass each finished program through: it advances a bar of ``total`` programs and counts
+    replicas trained vs from the cache in its postfix; tqdm estimates the time left. A no-op when hidden."""
+    if not show:
+        yield lambda done: done
+        return
+    from tqdm.auto import tqdm  # imported only when shown: the notebook widget in a kernel, else text
+
+    lock, counts = threading.Lock(), [0, 0]  # programs finish on map_programs' worker threads
+    with tqdm(total=total, desc=desc, unit="program", file=sys.stderr, dynamic_ncols=True) as bar:
+
+        def tick(done: Done) -> Done:
+            runs, trained = done
+            with lock:
+                counts[0] += trained
+                counts[1] += len(runs) - trained
+                bar.set_postfix_str(f"replicas: {counts[0]} trained, {counts[1]} from cache", refresh=False)
+                bar.update()
+            return done
+
+        yield tick
 
 
 @functools.lru_cache(maxsize=256)
@@ -141,6 +179,7 @@ class Study:
         cache: ResultCache | None = None,
         workers: int = 0,
         step: str = "",
+        progress: bool | None = None,
     ) -> None:
         if not seeds:
             raise ValueError("seeds must name at least one seed")
@@ -156,6 +195,7 @@ class Study:
         runtime.configure()
         # programs trained at once, one intra-op thread each (rnlib.training.runtime: results never move)
         self.workers = workers or runtime.program_workers(device)
+        self.progress = progress  # None: shown unless RNLIB_PROGRESS=0 (show_progress)
         self.frames: list[pd.DataFrame] = []
         self.trained = self.reused = 0
         self.seconds = 0.0
@@ -184,10 +224,12 @@ class Study:
         tasks: Sequence[str] | None = None,
         *,
         budget: int | Mapping[str, int] | None = None,
+        progress: bool | None = None,
     ) -> Results:
         """Train every model on every task over the study's seeds (cached), append and write the records.
 
         The (model, task) programs the cache lacks train ``self.workers`` at a time, one thread each.
+        ``progress`` shows or hides the bar of programs done (default: the Study's, else ``show_progress``).
         """
         start = time.perf_counter()
         models = [m if isinstance(m, Variant) else Variant(m) for m in models]
@@ -196,7 +238,9 @@ class Study:
             for task in (resolve_tasks(tasks) if tasks is not None else self.tasks)
             for model in models
         ]
-        done = runtime.map_programs(lambda job: self.train_cached(*job), jobs, self.workers)
+        show = show_progress(self.progress if progress is None else progress)
+        with progress_bar(len(jobs), self.version, show) as tick:
+            done = runtime.map_programs(lambda job: tick(self.train_cached(*job)), jobs, self.workers)
         results = Results(records=pd.DataFrame(columns=COLUMNS))
         rows = []
         for (model, task, b), (runs, trained) in zip(jobs, done, strict=True):

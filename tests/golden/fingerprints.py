@@ -83,9 +83,10 @@ def analysis() -> dict[str, str]:
         "regime": digest(regime.to_csv()),
         "regime_by_kind": digest(summary.regime_by_kind(regime).to_csv()),
         "notes": digest(summary.precision_notes(records)),
+        "skill": digest(summary.skill(records).to_csv()),
     }
-    for f in summary.all_findings(records):
-        out[f"finding {f.number}"] = digest(f.verdict, f.evidence, f.seed_robust, f.table.to_csv())
+    for f in [*summary.all_findings(records), summary.glu_control(records)]:
+        out[f"finding {f.number}"] = digest(f.verdict, f.evidence, f.table.to_csv())
     return out
 
 
