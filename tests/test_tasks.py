@@ -324,3 +324,50 @@ def test_trivial_value_planted():
     cls = Task("c", "classification", "accuracy", 1, 2, 10, 3, x, torch.tensor([1, 1, 0]), x,
                torch.tensor([0, 1, 0]))  # fmt: skip
     assert cls.trivial_value() == pytest.approx(1 / 3)
+
+
+# sha256 (first 16 hex) of seed 0's train/test/id tensors before the validation split existed: drawing it
+# after them must leave every one of these bits as it was
+TRAIN_TEST_DIGESTS = {
+    "complex4d": "a934431314668a4f", "nested2d": "fee217282df773b1", "hifreq": "05e85d007f2699ce",
+    "memorize": "6ecfa3945066b352", "spiral": "e1e8891517cc1a6a", "checkerboard": "ae7326386e3103db",
+    "ood": "fd3a207e6c797f19", "freqgen": "639a05bdb77d6b7e", "mixedfreq": "dff3ca3574343fe3",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", task_names())
+def test_validation_split_leaves_train_and_test_bits_unchanged(name):
+    h = hashlib.sha256()
+    for t in tensors(make_task(name, 0)).values():
+        h.update(t.numpy().tobytes())
+    assert h.hexdigest()[:16] == TRAIN_TEST_DIGESTS[name]
+
+
+@pytest.mark.parametrize("name", [n for n in task_names() if n != "memorize"])
+def test_validation_split_is_fresh_points_of_the_training_distribution(name):
+    t, again, other = make_task(name, 4), make_task(name, 4), make_task(name, 5)
+    assert torch.equal(t.x_val, again.x_val) and torch.equal(t.y_val, again.y_val)  # deterministic per seed
+    assert not torch.equal(t.x_val, other.x_val)
+    assert t.x_val.shape == t.x_test.shape and t.y_val.dtype == t.y_train.dtype  # the test set's size
+    val = {tuple(r) for r in t.x_val.tolist()}
+    assert not val & {tuple(r) for r in t.x_train.tolist()} and not val & {
+        tuple(r) for r in t.x_test.tolist()
+    }
+    x = np64(t.x_val)
+    if name in REFERENCES:  # targets by the independent float64 formula
+        np.testing.assert_allclose(np64(t.y_val)[:, 0], REFERENCES[name](x), atol=1e-6)
+    if name == "ood":
+        assert x.min() >= -1 and x.max() <= 1  # the training range, not the OOD test range [1, 2]
+    if name in ("freqgen", "mixedfreq"):
+        kappa = 2 * PI * x[:, 1]
+        assert kappa.min() >= PI and kappa.max() <= 2 * PI  # training κ, not the test's 10π
+    if name == "checkerboard":
+        cells = np.floor(4 * (x + 1)).astype(int)
+        assert (t.y_val.numpy() == cells.sum(1) % 2).all()
+    if t.metric == "accuracy":
+        assert 0.4 < t.y_val.double().mean() < 0.6  # both classes, near balanced like train
+
+
+def test_memorize_has_no_validation_split():
+    t = make_task("memorize", 0)
+    assert t.x_val is None and t.y_val is None

@@ -80,6 +80,9 @@ def _uniform(gen: torch.Generator, n: int, d: int, low: float = -1.0, high: floa
     return x.to(torch.float32).to(torch.float64)
 
 
+Sampler = Callable[[torch.Generator, int], tuple[Tensor, Tensor]]  # n points of a training distribution
+
+
 def _regression(target: Callable[[Tensor], Tensor], d: int, n: int) -> Callable[[torch.Generator], Draws]:
     """Generator for y = target(x), x uniform on [-1, 1]^d, n train and n fresh test points."""
 
@@ -88,6 +91,16 @@ def _regression(target: Callable[[Tensor], Tensor], d: int, n: int) -> Callable[
         return {"x_train": x_train, "y_train": target(x_train), "x_test": x_test, "y_test": target(x_test)}
 
     return generate
+
+
+def _uniform_sampler(target: Callable[[Tensor], Tensor], d: int) -> Sampler:
+    """n points x uniform on [-1, 1]^d with y = target(x): the training distribution of most tasks."""
+
+    def sample(gen: torch.Generator, n: int) -> tuple[Tensor, Tensor]:
+        x = _uniform(gen, n, d)
+        return x, target(x)
+
+    return sample
 
 
 def _gen_memorize(gen: torch.Generator) -> Draws:
@@ -141,6 +154,16 @@ def _gen_ood(gen: torch.Generator) -> Draws:
     }
 
 
+def _freq_sampler(target: Callable[[Tensor, Tensor], Tensor]) -> Sampler:
+    """n training-distribution points of a frequency task: x uniform on [-1, 1], κ/2π ~ U[1/2, 1]."""
+
+    def sample(gen: torch.Generator, n: int) -> tuple[Tensor, Tensor]:
+        x, c = _uniform(gen, n, 1), _uniform(gen, n, 1, 0.5, 1.0)
+        return torch.cat([x, c], dim=1), target(x, 2 * math.pi * c)
+
+    return sample
+
+
 def _freq_task(target: Callable[[Tensor, Tensor], Tensor]) -> Callable[[torch.Generator], Draws]:
     """Generator for input (x, κ/2π) -> target(x, κ); train κ ~ U[π, 2π] per point, test κ = 10π."""
 
@@ -171,6 +194,21 @@ GENERATORS: dict[str, Callable[[torch.Generator], Draws]] = {  # keyed like rnli
     "ood": _gen_ood,
     "freqgen": _freq_task(freqgen_target),
     "mixedfreq": _freq_task(mixedfreq_target),
+}
+
+
+# Validation split (protocol §4): points of each task's *training* distribution, drawn from the same generator
+# after every train and test draw, so that train and test keep their bits; as many as the test set.
+# `memorize` has none: its test set is its training set, and it is not tuned.
+VALIDATION: dict[str, Sampler] = {
+    "complex4d": _uniform_sampler(complex4d_target, 4),
+    "nested2d": _uniform_sampler(nested2d_target, 2),
+    "hifreq": _uniform_sampler(hifreq_target, 1),
+    "spiral": _spiral_split,
+    "checkerboard": _uniform_sampler(checkerboard_label, 2),
+    "ood": _uniform_sampler(ood_target, 1),  # why: [-1, 1], the training range, not the OOD test range
+    "freqgen": _freq_sampler(freqgen_target),
+    "mixedfreq": _freq_sampler(mixedfreq_target),
 }
 
 
@@ -210,15 +248,19 @@ class Task:
     y_test: Tensor
     x_id_test: Tensor | None = None  # only `ood`: in-distribution test split
     y_id_test: Tensor | None = None
+    x_val: Tensor | None = None  # validation split from the training distribution (None for `memorize`)
+    y_val: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS or self.metric != METRICS[self.kind]:
             raise ValueError(f"task {self.name!r}: bad kind/metric {self.kind!r}/{self.metric!r}")
-        if (self.x_id_test is None) != (self.y_id_test is None):
-            raise ValueError(f"task {self.name!r}: x_id_test and y_id_test must both be set or both None")
+        for x, y in (("x_id_test", "y_id_test"), ("x_val", "y_val")):
+            if (getattr(self, x) is None) != (getattr(self, y) is None):
+                raise ValueError(f"task {self.name!r}: {x} and {y} must both be set or both None")
         splits = [(self.x_train, self.y_train), (self.x_test, self.y_test)]
-        if self.x_id_test is not None:
-            splits.append((self.x_id_test, self.y_id_test))
+        splits += [
+            (x, y) for x, y in ((self.x_id_test, self.y_id_test), (self.x_val, self.y_val)) if x is not None
+        ]
         for x, y in splits:
             n = x.shape[0]
             y_shape, y_dtype = ((n,), torch.int64) if self.n_classes else ((n, self.out_dim), torch.float32)
@@ -286,6 +328,8 @@ def make_task(name: str, seed: int) -> Task:
     spec = TASKS[name]
     gen = torch.Generator(device="cpu").manual_seed(generator_seed(name, seed))
     draws = spec.generate(gen)
+    if name in VALIDATION:  # after every train/test draw: those keep their bits
+        draws["x_val"], draws["y_val"] = VALIDATION[name](gen, len(draws["x_test"]))
     # why one cast per distinct tensor: memorize's test tensors stay the very same objects as its train ones
     cast: dict[int, Tensor] = {}
     for t in draws.values():
