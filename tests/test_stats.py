@@ -144,3 +144,18 @@ def test_learned_needs_a_model_beating_the_reference_in_a_majority_of_seeds() ->
     assert stats.learned(df.drop(columns="trivial_value")) == dict.fromkeys(
         ["freqgen", "ood", "spiral", "hifreq"], True
     )
+
+
+@pytest.mark.parametrize(
+    ("agree", "undecided", "verdict"), [(2, 3, "undecided"), (3, 3, "supported"), (2, 2, "supported")]
+)
+def test_a_claim_needs_half_of_its_testable_comparisons_decided(
+    agree: int, undecided: int, verdict: str
+) -> None:
+    # v10 against singlu in the fused run: 2 decided of 5 testable; the autograd run decided none of them
+    outcomes = pd.Series(
+        ["better"] * agree + ["undecided"] * undecided + ["tie"] * 3
+    )  # ties are not testable
+    assert (
+        stats.tally(outcomes, pd.Series([1e-9] * agree + [0.5] * undecided + [np.nan] * 3)).verdict == verdict
+    )

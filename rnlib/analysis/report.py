@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -303,21 +304,36 @@ def render_answer(run_dir: str | Path) -> str:
     ratios = ", ".join(
         f"{r['model_mean'] / r['baseline_mean']:.2g}× at {int(r['budget'])} ({r['decision']})" for r in cap
     )
+    base = [r["baseline_mean"] for r in sorted(cap, key=lambda r: r["budget"])]
+    falling = len(base) > 1 and all(b2 < b1 for b1, b2 in itertools.pairwise(base))
+    caveat = (
+        "; vanilla's bits per parameter fall with the budget, a sign that its probes are under-trained, so "
+        "read the ratios as provisional (docs/protocol.md §8)"
+        if falling
+        else ""
+    )
     storage = (
         f"finding 1 ({first['finding']}) is **{first['verdict']}**: SinGLU's bits per parameter over "
-        f"vanilla's, per budget: {ratios or 'not measured'} (lower bounds; 95% paired intervals, Holm)"
+        f"vanilla's, per budget: {ratios or 'not measured'} (each a ratio of lower bounds; 95% paired "
+        f"intervals, Holm){caveat}"
         if first
         else "this run measured no capacity"
     )
-    kinds = "; ".join(
-        f"{r['kind']}: {r['winner']} (decided on {r['decided']} tasks)" for r in data["regime_by_kind"]
+    regime = pd.DataFrame(data["regime_map"])
+    won = regime[regime["winner"].fillna("").ne("")]
+    open_ = regime["outcome"].value_counts()
+    kinds = (
+        f"with 3 seeds the paired rule of docs/protocol.md §6 names a winner on {len(won)} of {len(regime)} "
+        f"tasks{': ' + ', '.join(f'{r.task} ({r.winner})' for r in won.itertuples()) if len(won) else ''}; "
+        "on the others the best neuron cannot be told from the runner-up ("
+        + ", ".join(f"{n} {o}" for o, n in open_.items() if o not in ("better",))
+        + ")"
     )
     counts = pd.Series([f["verdict"] for f in data["findings"]]).value_counts()
     tally = ", ".join(f"{n} {verdict}" for verdict, n in counts.items())
     return (
         f"- **Does a richer neuron store more per parameter?** In capacity (random labels), {storage}.\n"
-        f"- **Which neuron wins which kind of task?** A winner only where the paired rule of "
-        f"docs/protocol.md §6 decides it against the runner-up: {kinds}.\n"
+        f"- **Which neuron wins which kind of task?** {kinds[0].upper()}{kinds[1:]}.\n"
         f"- **The original study's six findings, checked at a matched budget:** {tally} (Results below).\n"
     )
 

@@ -8,7 +8,7 @@ Every table mark, regime-map winner, notebook verdict and finding of the summary
   either run diverged (NaN or inf) are left out and counted.
 - ``tally``: a claim that pools comparisons. Holm's step-down correction over its testable comparisons
   decides which of them count; the share that agrees with the claim gives the verdict, and too few decided
-  comparisons give **undecided**.
+  comparisons (under 2, or under half of the testable ones) give **undecided**.
 - ``learned``: a task on which no model beats its trivial reference in a majority of seeds is "nothing
   learned" (protocol §4); its comparisons are shown but never count for a claim.
 """
@@ -30,7 +30,9 @@ OUTCOMES = ("better", "worse", "undecided", "tie")
 NOTHING_LEARNED = "nothing learned"  # a comparison on such a task: shown, never counted
 SUPPORT_SHARE = 0.75  # a claim is supported when at least 3/4 of its decided comparisons agree with it,
 CONTRA_SHARE = 0.25  # contradicted when at most 1/4 do, mixed in between,
-MIN_DECIDED = 2  # and undecided when fewer than this many (or all, if fewer exist) are decided
+MIN_DECIDED = 2  # and undecided when fewer than this many (or all, if fewer exist) are decided,
+MIN_DECIDED_SHARE = 0.5  # or fewer than half of the testable ones: a claim carried by a few comparisons at
+# the edge of Holm's thresholds flipped between the fused and the autograd run (issue 17's check)
 VERDICTS = ("supported", "contradicted", "mixed", "undecided")
 
 
@@ -174,16 +176,18 @@ def tally(outcomes: pd.Series, p: pd.Series, agree: str = "better") -> Tally:
     n_agree, n_against = int((held == agree).sum()), int((held == against).sum())
     undecided, ties = int((held == "undecided").sum()), int((held == "tie").sum())
     return Tally(
-        share_verdict(n_agree, n_agree + n_against + undecided + ties, n_against),
+        share_verdict(n_agree, n_against, undecided),
         n_agree, n_against, undecided, ties, int((held == NOTHING_LEARNED).sum()), len(held),
     )  # fmt: skip
 
 
-def share_verdict(agree: int, testable: int, against: int) -> str:
-    """Supported / contradicted / mixed by the share of decided comparisons that agree; undecided when fewer
-    than MIN_DECIDED of the ``testable`` ones (or all of them, when fewer exist) are decided."""
+def share_verdict(agree: int, against: int, undecided: int) -> str:
+    """Supported / contradicted / mixed by the share of decided comparisons that agree; undecided when too
+    few of the testable ones (decided or undecided; ties and nothing-learned say nothing) are decided: fewer
+    than MIN_DECIDED (or all, if fewer exist) or fewer than MIN_DECIDED_SHARE of them."""
     decided = agree + against
-    if decided == 0 or decided < min(MIN_DECIDED, testable):
+    testable = decided + undecided
+    if decided == 0 or decided < min(MIN_DECIDED, testable) or decided < MIN_DECIDED_SHARE * testable:
         return "undecided"
     share = agree / decided
     return "supported" if share >= SUPPORT_SHARE else "contradicted" if share <= CONTRA_SHARE else "mixed"
