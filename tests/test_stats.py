@@ -159,3 +159,10 @@ def test_a_claim_needs_half_of_its_testable_comparisons_decided(
     assert (
         stats.tally(outcomes, pd.Series([1e-9] * agree + [0.5] * undecided + [np.nan] * 3)).verdict == verdict
     )
+
+
+def test_holm_outcomes_work_by_position_on_a_repeated_index() -> None:
+    # pooled comparisons are concatenated frames whose indexes repeat (v05's ω claim failed on this)
+    outcomes = pd.Series(["better", "worse", "undecided", "tie"], index=[0, 1, 0, 1])
+    held = stats.holm_outcomes(outcomes, pd.Series([1e-6, 0.03, 0.5, np.nan], index=[0, 1, 0, 1]))
+    assert held.tolist() == ["better", "undecided", "undecided", "tie"] and list(held.index) == [0, 1, 0, 1]

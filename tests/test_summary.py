@@ -376,6 +376,16 @@ def test_summary_notebook_executes_and_exports(tmp_path: Path) -> None:
     assert {r["kind"]: r["winner"] for r in data["regime_by_kind"]}["regression"] == "singlu"
     results = pd.read_csv(run_dir / "results.csv")
     assert len(results) == len(expected.records) and "notebooks" in results.columns
+    # every notebook that reported a record is findable, though a shared training is kept once (issue 19)
+    v10 = results[results["notebooks"].fillna("").str.split(";").map(lambda n: "v10_free_phase" in n)]
+    assert len(v10) == len(pd.read_csv(run_dir / "v10_free_phase.records.csv"))
+    # the main table as the reader sees it: every model a row, every task a column, nothing elided
+    executed = json.loads((tmp_path / "summary.ipynb").read_text())
+    cell = next(c for c in executed["cells"] if "".join(c["source"]) == "s.main_table")
+    html = next("".join(o["data"]["text/html"]) for o in cell["outputs"] if "text/html" in o.get("data", {}))
+    assert "…" not in html and "..." not in html
+    for model in [*expected.main_table.index, *expected.main_table.columns]:
+        assert f">{model}<" in html
     names = ("heatmap", "seeds", "widths", "budget_sweep", "ood", "capacity")
     for name in names:
         assert (run_dir / "figures" / f"{name}.png").stat().st_size > 1000

@@ -158,15 +158,13 @@ class Tally:
 
 def holm_outcomes(outcomes: pd.Series, p: pd.Series) -> pd.Series:
     """Outcomes after Holm's correction over the testable ones: a decided one Holm does not reject becomes
-    ``undecided``; ties and nothing-learned stay as they are."""
-    out = outcomes.copy()
-    testable = outcomes.isin(["better", "worse", "undecided"])
-    keep = holm(p[testable])
-    decided = testable & outcomes.isin(["better", "worse"])
-    out[decided & ~pd.Series(keep, index=outcomes[testable].index).reindex(out.index, fill_value=False)] = (
-        "undecided"
-    )
-    return out
+    ``undecided``; ties and nothing-learned stay as they are. Works by position (any index)."""
+    values = outcomes.to_numpy(dtype=object).copy()
+    testable = np.isin(values, ["better", "worse", "undecided"])
+    kept = np.zeros(len(values), dtype=bool)
+    kept[testable] = holm(np.asarray(p, dtype=float)[testable])
+    values[testable & np.isin(values, ["better", "worse"]) & ~kept] = "undecided"
+    return pd.Series(values, index=outcomes.index, name=outcomes.name)
 
 
 def tally(outcomes: pd.Series, p: pd.Series, agree: str = "better") -> Tally:
