@@ -166,3 +166,13 @@ def test_holm_outcomes_work_by_position_on_a_repeated_index() -> None:
     outcomes = pd.Series(["better", "worse", "undecided", "tie"], index=[0, 1, 0, 1])
     held = stats.holm_outcomes(outcomes, pd.Series([1e-6, 0.03, 0.5, np.nan], index=[0, 1, 0, 1]))
     assert held.tolist() == ["better", "undecided", "undecided", "tie"] and list(held.index) == [0, 1, 0, 1]
+
+
+@pytest.mark.parametrize(
+    ("small", "large", "verdict"),
+    [("contradicted", "supported", "supported"), ("mixed", "supported", "supported"),
+     ("supported", "supported", "contradicted"), ("undecided", "contradicted", "contradicted"),
+     ("undecided", "supported", "undecided"), ("contradicted", "undecided", "undecided")],
+)  # fmt: skip
+def test_overtakes_is_a_budget_effect(small: str, large: str, verdict: str) -> None:
+    assert stats.overtakes(small, large) == verdict

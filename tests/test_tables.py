@@ -36,7 +36,8 @@ def test_beats_baselines_supported_contradicted_mixed_undecided() -> None:
     held = tables.beats_baselines(planted({"vanilla": 5, "singlu": 4}, TASKS5), MODEL)
     assert (
         held.splitlines()[0]
-        == f"- {MODEL} vs vanilla, of 5 tasks: better on 5 (complex4d, nested2d, hifreq, ood, freqgen)."
+        == f"- {MODEL} vs vanilla, of 5 tasks (each by its own 95% interval): better on 5 (complex4d, "
+        "nested2d, hifreq, ood, freqgen)."
     )
     assert "**Verdict: supported.** against vanilla: supported, 5 agree, 0 against" in held
     lost = tables.beats_baselines(planted({"vanilla": 0, "singlu": 5}, TASKS5), MODEL, note=" Note.")

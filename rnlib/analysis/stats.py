@@ -211,6 +211,16 @@ def either(*verdicts: str) -> str:
     return "undecided" if "undecided" in verdicts else "mixed"
 
 
+def overtakes(small: str, large: str) -> str:
+    """A budget effect ("loses at the small budget, wins at the large one") from the verdicts of "beats the
+    baselines" at the two budgets: supported when the large budget's is supported and the small one's is
+    contradicted or mixed; contradicted when it already holds at the small budget (nothing to overtake) or
+    fails at the large one; undecided otherwise."""
+    if small == "supported" or large in ("contradicted", "mixed"):
+        return "contradicted"
+    return "supported" if large == "supported" and small in ("contradicted", "mixed") else "undecided"
+
+
 def learned(records: pd.DataFrame) -> dict[str, bool]:
     """Per task: does some model beat the task's trivial reference (``trivial_value``) in a majority of its
     seeds? A diverged seed does not beat it; records without a reference count as learned."""

@@ -175,7 +175,7 @@ def beats_line(records: pd.DataFrame, model: str, baseline: str) -> str:
         tasks = list(c.loc[c["outcome"] == outcome, "task"])
         if tasks:
             parts.append(f"{outcome} on {len(tasks)} ({', '.join(tasks)})")
-    return f"{model} vs {baseline}, of {len(c)} tasks: " + "; ".join(parts)
+    return f"{model} vs {baseline}, of {len(c)} tasks (each by its own 95% interval): " + "; ".join(parts)
 
 
 # ------------------------------------------------------------------- the version notebooks' verdict form
