@@ -7,6 +7,7 @@ reference.
 
 import math
 import os
+import re
 from pathlib import Path
 
 import nbformat
@@ -142,9 +143,13 @@ def test_executes_under_smoke_profile(notebook, smoke_jobs, shared_cache, tmp_pa
     out = tmp_path / notebook.name
     papermill.execute_notebook(
         str(notebook), str(out), parameters={**job.parameters, "records": str(records)},
-        kernel_name="python3", execution_timeout=CELL_TIMEOUT, cwd=str(NOTEBOOKS_DIR), progress_bar=False,
+        kernel_name="python3", execution_timeout=CELL_TIMEOUT, progress_bar=False,
     )  # fmt: skip
     executed = nbformat.read(out, as_version=4)
+    # Study.run's progress line keeps its final state in the executed notebook: every program done
+    bars = [o["data"]["text/plain"] for c in executed.cells for o in c.get("outputs", [])
+            if "program" in o.get("data", {}).get("text/plain", "")]  # fmt: skip
+    assert bars and all(re.search(r"\b(\d+)/\1 \[", bar) for bar in bars), bars
     images = [o for c in executed.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert images, "the notebook drew no figure"
     verdict = "".join(o.get("data", {}).get("text/markdown", "") for o in executed.cells[-1].outputs)

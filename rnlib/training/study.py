@@ -2,8 +2,8 @@
 
 A notebook makes one ``Study`` from its parameters and calls ``study.run(...)`` once per comparison; every
 call appends its records to the notebook's records file, rewritten atomically each time. Each call shows a
-progress bar (tqdm's widget in a kernel, text on stderr in a terminal) unless ``RNLIB_PROGRESS=0``, which
-the batch runner sets for its kernels.
+progress bar (a line updated in place in a kernel, tqdm's text on stderr in a terminal) unless
+``RNLIB_PROGRESS=0``, which the batch runner sets for its kernels.
 """
 
 from __future__ import annotations
@@ -119,25 +119,71 @@ def show_progress(progress: bool | None = None) -> bool:
     return os.environ.get(PROGRESS_ENV, "").strip().lower() not in ("0", "false", "no", "off")
 
 
+def in_kernel() -> bool:
+    """Whether this process is a Jupyter kernel (JupyterLab, papermill), not a terminal."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython comes with ipykernel
+        return False
+    shell = get_ipython()
+    return shell is not None and hasattr(shell, "kernel")
+
+
+class KernelBar:
+    """tqdm's text bar in a kernel, as one output line updated in place through a display handle: live in
+    JupyterLab, and an executed notebook keeps its final state (a widget's saved form would show 0%)."""
+
+    EVERY = 0.5  # seconds between redraws; the last one always draws
+
+    def __init__(self, total: int, desc: str) -> None:
+        from IPython.display import display
+
+        self.total, self.desc, self.n, self.postfix = total, desc, 0, ""
+        self.start = self.drawn = time.perf_counter()
+        self.handle = display({"text/plain": self.text()}, raw=True, display_id=True)
+
+    def text(self) -> str:
+        """The bar as tqdm draws it: count, rate and the estimate of time left."""
+        from tqdm import tqdm
+
+        elapsed = time.perf_counter() - self.start
+        return tqdm.format_meter(self.n, self.total, elapsed, ncols=100, prefix=self.desc, unit="program",
+                                 postfix=self.postfix or None)  # fmt: skip
+
+    def set_postfix_str(self, text: str, refresh: bool = False) -> None:
+        self.postfix = text
+
+    def update(self) -> None:
+        self.n += 1
+        if self.n == self.total or time.perf_counter() - self.drawn >= self.EVERY:
+            self.handle.update({"text/plain": self.text()}, raw=True)
+            self.drawn = time.perf_counter()
+
+
 @contextlib.contextmanager
 def progress_bar(total: int, desc: str, show: bool) -> Iterator[Callable[[Done], Done]]:
     """A callback to pass each finished program through: it advances a bar of ``total`` programs and counts
-    replicas trained vs from the cache in its postfix; tqdm estimates the time left. A no-op when hidden."""
+    replicas trained vs from the cache in its postfix; tqdm estimates the time left. A no-op when hidden; in
+    a kernel a ``KernelBar``, in a terminal tqdm's text on stderr."""
     if not show:
         yield lambda done: done
         return
-    from tqdm.auto import tqdm  # imported only when shown: the notebook widget in a kernel, else text
-
     lock, counts = threading.Lock(), [0, 0]  # programs finish on map_programs' worker threads
-    with tqdm(total=total, desc=desc, unit="program", file=sys.stderr, dynamic_ncols=True) as bar:
+    if in_kernel():
+        bar: object = contextlib.nullcontext(KernelBar(total, desc))
+    else:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc=desc, unit="program", file=sys.stderr, dynamic_ncols=True)
+    with bar as b:
 
         def tick(done: Done) -> Done:
             runs, trained = done
             with lock:
                 counts[0] += trained
                 counts[1] += len(runs) - trained
-                bar.set_postfix_str(f"replicas: {counts[0]} trained, {counts[1]} from cache", refresh=False)
-                bar.update()
+                b.set_postfix_str(f"replicas: {counts[0]} trained, {counts[1]} from cache", refresh=False)
+                b.update()
             return done
 
         yield tick
