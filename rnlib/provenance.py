@@ -29,6 +29,8 @@ STEP_KINDS = ("auto", "fused", "autograd")  # TrainConfig.step, Study(step=...),
 STEP_ENV = "RNLIB_STEP"  # "autograd" turns the fused step off for a process (and the kernels it starts)
 # "0" hides Study.run's progress bar (the batch runner's kernels), "1" shows it; part of no result's identity
 PROGRESS_ENV = "RNLIB_PROGRESS"
+# a Dask scheduler address: Study.run trains its programs on that cluster (rnlib.training.pool)
+SCHEDULER_ENV = "RNLIB_SCHEDULER"
 
 
 def package(name: str) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import zmq
+from conftest import LocalDask
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
 from rnlib import paths
@@ -33,6 +34,7 @@ from rnlib.batch.runner import (
 )
 from rnlib.paths import EXECUTED_DIR, PARAMETERS_DIR, REPO_ROOT
 from rnlib.records import COLUMNS, read_records, write_records
+from rnlib.training import pool
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).parents[1]
@@ -177,32 +179,11 @@ def test_failures_are_recorded_with_cell_and_error_and_retried_alone(
 @pytest.fixture
 def dask_scheduler(tmp_path: Path):
     """A real Dask scheduler and one single-threaded worker on 127.0.0.1, torn down afterwards."""
-    from distributed import Client
-
-    file = tmp_path / "scheduler.json"
-    flags = ["--host", "127.0.0.1", "--no-dashboard"]
-    quiet = {"cwd": tmp_path, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    scheduler = [str(VENV_BIN / "dask"), "scheduler", "--port", "0", "--scheduler-file", str(file), *flags]
-    processes = [subprocess.Popen(scheduler, **quiet)]
+    cluster = LocalDask(tmp_path, workers=1)
     try:
-        deadline = time.monotonic() + 60
-        while not file.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        address = json.loads(file.read_text())["address"]
-        assert address.startswith("tcp://127.0.0.1:")
-        worker = [str(VENV_BIN / "dask"), "worker", address, "--nworkers", "1", "--nthreads", "1", *flags]
-        processes.append(subprocess.Popen(worker, **quiet))
-        with Client(address, timeout="30s", set_as_default=False) as client:
-            client.wait_for_workers(1, timeout=60)
-        yield address
+        yield cluster.address
     finally:
-        for process in reversed(processes):
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        cluster.close()
 
 
 @pytest.mark.slow
@@ -218,7 +199,7 @@ def test_dask_run_gives_the_same_records_as_a_local_run(
 
 @pytest.mark.slow
 def test_unreachable_scheduler_is_a_run_error(monkeypatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(runner, "CONNECT_TIMEOUT", "1s")
+    monkeypatch.setattr(pool, "CONNECT_TIMEOUT", "1s")
     profile = load_profile(write(tmp_path, SMOKE))
     with pytest.raises(RunError, match=r"--scheduler tcp://127\.0\.0\.1:9: cannot connect"):
         run_profile(profile, tmp_path / "out", scheduler="tcp://127.0.0.1:9")

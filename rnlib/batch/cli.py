@@ -97,7 +97,10 @@ def add_run_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, help="run folder (default: executed/<profile name>)")
     parser.add_argument("--workers", type=_positive_int, help="parallel kernels (default: number of cores)")
     parser.add_argument(
-        "--scheduler", metavar="ADDRESS", help="run on this Dask scheduler instead of locally"
+        "--scheduler",
+        metavar="ADDRESS",
+        help="train the notebooks' programs on this Dask scheduler's workers ('local': a pool of --workers "
+        "processes started for the run)",
     )
     parser.add_argument(
         "--only", metavar="NAMES", help="comma-separated notebooks or job stems, e.g. v10,v15"

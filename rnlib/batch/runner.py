@@ -1,4 +1,5 @@
-"""Execute a profile's jobs with papermill, on a local process pool or a Dask cluster, resumably.
+"""Execute a profile's jobs with papermill on a local process pool, resumably; with ``--scheduler`` the
+kernels send their training programs to a Dask cluster (``rnlib.training.pool``) and more of them run at once.
 
 A run folder (``executed/<profile name>`` unless ``--out``) holds::
 
@@ -23,7 +24,6 @@ import multiprocessing
 import os
 import shutil
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -41,13 +41,15 @@ from tqdm import tqdm
 
 from rnlib.batch.profiles import Job, Profile, expand_jobs, job_id, profile_version, select_jobs
 from rnlib.paths import EXECUTED_DIR, REPO_ROOT, SUMMARY_STEM, atomic_write_text, repo_relative
-from rnlib.provenance import PROGRESS_ENV, STEP_ENV
+from rnlib.provenance import PROGRESS_ENV, SCHEDULER_ENV, STEP_ENV
 
 KERNEL = "python3"
 START_ATTEMPTS = 3  # kernels started together can race for ZMQ ports or die before replying
 START_BACKOFF = 1.0  # seconds before the first retry of a kernel start; doubled after each
 START_ERRORS = ("Kernel died before replying", "Kernel didn't respond", "Address already in use")
-CONNECT_TIMEOUT = "15s"  # how long to keep trying to reach a Dask scheduler
+# with --scheduler the kernels only submit programs and wait, so more of them run than there are cores
+MAX_KERNELS = 16
+LOCAL_POOL = "local"  # --scheduler local: a LocalCluster of --workers processes for the run's programs
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "RNLIB_THREADS")
 ADDED_TAGS = {"injected-parameters", "papermill-error-cell-tag"}  # cells papermill adds to a notebook
 
@@ -166,23 +168,6 @@ def papermill_parameters(job: Job, records: Path) -> dict[str, Any]:
     return {**job.parameters, "records": repo_relative(records)} if job.records else dict(job.parameters)
 
 
-def execute_remote(notebook_text: str, job: Job, timeout: float | None) -> dict[str, Any]:
-    """Dask task: run the notebook (given as JSON text) in a worker's temp folder; return outputs as text."""
-    from distributed import get_worker
-
-    os.environ.update(kernel_env(get_worker().state.nthreads, step=job.step))
-    with tempfile.TemporaryDirectory(prefix="rnlib-") as tmp:
-        task = Task(job, Path(tmp))
-        source = Path(tmp, "source.ipynb")
-        source.write_text(notebook_text, encoding="utf-8")
-        outcome = execute_job(
-            str(source), str(task.executed), papermill_parameters(job, task.records), timeout
-        )
-        outputs = {"notebook": task.executed, "records": task.records}
-        texts = {key: path.read_text(encoding="utf-8") for key, path in outputs.items() if path.exists()}
-        return {"outcome": asdict(outcome), **texts}
-
-
 def _alive(pid: int) -> bool:
     """Whether process ``pid`` exists and is not a zombie."""
     try:
@@ -223,13 +208,19 @@ def _arguments(task: Task) -> tuple[str, str, dict[str, Any]]:
 
 
 def run_local(
-    tasks: Sequence[Task], workers: int, timeout: float | None, on_done: Callable, log: Path
+    tasks: Sequence[Task],
+    workers: int,
+    timeout: float | None,
+    on_done: Callable,
+    log: Path,
+    env: dict[str, str] | None = None,
 ) -> None:
-    """Execute tasks on ``workers`` local processes, calling ``on_done(task, outcome)`` as each ends."""
+    """Execute tasks on ``workers`` local processes, calling ``on_done(task, outcome)`` as each ends; ``env``
+    adds to the kernels' environment."""
     workers = max(1, min(workers, len(tasks)))
     context = multiprocessing.get_context("forkserver")  # workers fork from a clean, single-threaded server
     context.set_forkserver_preload(["rnlib.batch.runner"])  # which imports papermill once for all of them
-    setup = (kernel_env(workers, step=tasks[0].job.step), str(log), os.getpid())
+    setup = (kernel_env(workers, step=tasks[0].job.step) | (env or {}), str(log), os.getpid())
     pool = ProcessPoolExecutor(workers, context, _init_worker, setup)
     try:
         futures = {pool.submit(execute_job, *_arguments(t), timeout): t for t in tasks}
@@ -247,32 +238,31 @@ def run_local(
     pool.shutdown()
 
 
-def run_dask(tasks: Sequence[Task], address: str, timeout: float | None, on_done: Callable) -> None:
-    """Execute tasks on the Dask cluster at ``address``; outputs come back as text (no shared disk)."""
-    from distributed import Client
-    from distributed import as_completed as dask_completed
+@contextmanager
+def program_pool(scheduler: str, workers: int) -> Iterator[str]:
+    """The scheduler address the kernels send programs to: ``scheduler`` itself (checked now), or for
+    ``local`` a Dask LocalCluster of ``workers`` single-threaded worker processes on 127.0.0.1 for the run."""
+    if scheduler != LOCAL_POOL:
+        connect(scheduler)
+        yield scheduler
+        return
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster:  # fmt: skip
+        yield cluster.scheduler_address
+
+
+def connect(address: str) -> None:
+    """Fail now, in one line, when the scheduler the kernels will send their programs to is unreachable."""
+    from rnlib.training import pool
 
     try:
-        client = Client(address, timeout=CONNECT_TIMEOUT)
-    except OSError as exc:
+        pool.client(address)
+    except ConnectionError as exc:
         raise RunError(f"--scheduler {address}: cannot connect ({one_line(exc)})") from None
-    with client:
-        futures = {}
-        for task in tasks:
-            text = task.job.notebook.read_text(encoding="utf-8")
-            key = f"rnlib-{task.job.stem}-{uuid.uuid4().hex[:8]}"
-            futures[client.submit(execute_remote, text, task.job, timeout, key=key, pure=False)] = task
-        for future in dask_completed(futures):
-            task = futures[future]
-            try:
-                payload = future.result()
-            except Exception as exc:  # the worker died or the task could not run
-                on_done(task, Outcome("failed", 0.0, None, one_line(exc)))
-                continue
-            for path, key in ((task.executed, "notebook"), (task.records, "records")):
-                if key in payload:
-                    path.write_text(payload[key], encoding="utf-8")
-            on_done(task, Outcome(**payload["outcome"]))
+    finally:
+        pool.close()
 
 
 def read_status(out: Path, stem: str) -> dict[str, Any]:
@@ -359,8 +349,11 @@ def run_stage(
             sys.stdout.flush()
             bar.update()
 
-        if tasks and scheduler:
-            run_dask(tasks, scheduler, timeout, on_done)
+        if tasks and scheduler:  # kernels here, their training programs on the cluster (rnlib.training.pool)
+            with program_pool(scheduler, workers) as address:
+                kernels = max(workers, min(len(tasks), MAX_KERNELS))
+                env = {SCHEDULER_ENV: address}
+                run_local(tasks, kernels, timeout, on_done, out / ".jobs" / "kernels.log", env)
         elif tasks:
             run_local(tasks, workers, timeout, on_done, out / ".jobs" / "kernels.log")
 

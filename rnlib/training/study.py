@@ -29,7 +29,7 @@ from rnlib.core.tasks import TASKS, hifreq_target, make_task, ood_target, task_n
 from rnlib.paths import EXECUTED_DIR
 from rnlib.provenance import PROGRESS_ENV, STEP_ENV
 from rnlib.records import COLUMNS, KEY, write_records
-from rnlib.training import runtime
+from rnlib.training import pool, runtime
 from rnlib.training.cache import ResultCache, cache_key
 from rnlib.training.diagnostics import DEFAULT_RECORDERS
 from rnlib.training.trainer import RunResult, TrainConfig, train, train_models
@@ -226,6 +226,7 @@ class Study:
         workers: int = 0,
         step: str = "",
         progress: bool | None = None,
+        scheduler: str | None = None,
     ) -> None:
         if not seeds:
             raise ValueError("seeds must name at least one seed")
@@ -242,6 +243,9 @@ class Study:
         # programs trained at once, one intra-op thread each (rnlib.training.runtime: results never move)
         self.workers = workers or runtime.program_workers(device)
         self.progress = progress  # None: shown unless RNLIB_PROGRESS=0 (show_progress)
+        # a Dask scheduler's address: programs train on its workers (rnlib.training.pool); "" trains here
+        self.scheduler = pool.scheduler_address(scheduler)
+        self.placements: list[tuple[str, str, str]] = []  # (model, task, worker) of each program sent there
         self.frames: list[pd.DataFrame] = []
         self.trained = self.reused = 0
         self.seconds = 0.0
@@ -285,8 +289,10 @@ class Study:
             for model in models
         ]
         show = show_progress(self.progress if progress is None else progress)
+        # on a cluster every program is submitted at once (threads here only wait); locally, one per core
+        workers = len(jobs) if self.scheduler else self.workers
         with progress_bar(len(jobs), self.version, show) as tick:
-            done = runtime.map_programs(lambda job: tick(self.train_cached(*job)), jobs, self.workers)
+            done = runtime.map_programs(lambda job: tick(self.train_cached(*job)), jobs, workers)
         results = Results(records=pd.DataFrame(columns=COLUMNS))
         rows = []
         for (model, task, b), (runs, trained) in zip(jobs, done, strict=True):
@@ -390,12 +396,18 @@ class Study:
         found, missing = self.cache.fill(
             keys,
             f"{model.neuron}|{task}|{sizing}|{options}|{self.config}",
-            lambda seeds: train(
-                model.neuron, task, seeds, **sizing, depth=self.depth, **options, config=self.config,
-                callbacks=DEFAULT_RECORDERS,
-            ),
-        )  # fmt: skip
+            lambda seeds: self.train_program(model, task, seeds, {**sizing, **options}),
+        )
         return [found[s] for s in self.seeds], len(missing)
+
+    def train_program(self, model: Variant, task: str, seeds: list[int], settings: dict) -> list[RunResult]:
+        """One program: ``seeds`` of ``model`` on ``task`` as replicas, here or on the cluster's workers."""
+        options = {**settings, "depth": self.depth, "config": self.config, "callbacks": DEFAULT_RECORDERS}
+        if not self.scheduler:
+            return train(model.neuron, task, seeds, **options)
+        runs, worker = pool.train_remote(self.scheduler, model.neuron, task, seeds, **options)
+        self.placements.append((model.name, task, worker))
+        return runs
 
     def record(self, model: Variant, task: str, budget: int, r: RunResult) -> dict:
         """One protocol §7 record."""
@@ -426,9 +438,14 @@ class Study:
         }
 
     def summary_line(self) -> str:
-        """How much was trained and how much came from the cache."""
+        """How much was trained (and where, on a cluster) and how much came from the cache."""
+        where = (
+            f" on the Dask cluster {self.scheduler} ({len(self.placements)} programs)"
+            if self.scheduler
+            else ""
+        )
         return (
-            f"{self.version}: {len(self.records)} records, {self.trained} replicas trained, "
+            f"{self.version}: {len(self.records)} records, {self.trained} replicas trained{where}, "
             f"{self.reused} from the cache, {self.seconds:.1f} s; records in {self.records_path}"
         )
 
