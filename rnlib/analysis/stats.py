@@ -1,4 +1,4 @@
-"""The one comparison rule (protocol §5) and the one way pooled comparisons become a verdict.
+"""The one comparison rule (docs/protocol.md §6) and the one way pooled comparisons become a verdict.
 
 Every table mark, regime-map winner, notebook verdict and finding of the summary is decided here:
 - ``paired``: model A against model B on one task, paired by seed. The difference is ``log10(MSE_A) −
@@ -24,7 +24,7 @@ from scipy import stats
 
 from rnlib.core.catalog import lower_is_better
 
-CONFIDENCE = 0.95  # protocol §5: a 95% interval, and Holm's family-wise level 1 − CONFIDENCE
+CONFIDENCE = 0.95  # protocol §6: a 95% interval, and Holm's family-wise level 1 − CONFIDENCE
 FLOAT_FLOOR = 1e-8  # protocol §4: below it an MSE is float32 precision; two such MSEs tie
 OUTCOMES = ("better", "worse", "undecided", "tie")
 NOTHING_LEARNED = "nothing learned"  # a comparison on such a task: shown, never counted
@@ -32,7 +32,7 @@ SUPPORT_SHARE = 0.75  # a claim is supported when at least 3/4 of its decided co
 CONTRA_SHARE = 0.25  # contradicted when at most 1/4 do, mixed in between,
 MIN_DECIDED = 2  # and undecided when fewer than this many (or all, if fewer exist) are decided,
 MIN_DECIDED_SHARE = 0.5  # or fewer than half of the testable ones: a claim carried by a few comparisons at
-# the edge of Holm's thresholds flipped between the fused and the autograd run (issue 17's check)
+# the edge of Holm's thresholds flipped between a fused-step and an autograd run (docs/protocol.md §6)
 VERDICTS = ("supported", "contradicted", "mixed", "undecided")
 
 

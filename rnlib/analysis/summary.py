@@ -4,7 +4,7 @@ Pure functions over DataFrames; nothing here trains or reads files (rnlib.analys
 trained once is reused by several notebooks through the cache, so pooled records are deduplicated. *Core*
 rows are the budget-matched, default-option, standard-protocol runs at each task's standard budget, one per
 neuron: the heatmap, regime map and findings read only those: a variant (ω = 30, a fixed width) never
-decides a verdict. Every comparison and verdict is ``rnlib.analysis.stats``'s rule (protocol §5).
+decides a verdict. Every comparison and verdict is ``rnlib.analysis.stats``'s rule (protocol §6).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ ADAPTIVE = ("v6_routing", "v8_phase_gate", *FREQ_ADAPTIVE)  # v6..v13 and v15: i
 GLU_CONTROLS = ("reglu", "geglu", "swiglu")  # SinGLU's gate with a non-periodic activation (protocol §2)
 STANDARD_TASKS = tuple(t for t, s in TASKS.items() if s.kind in ("regression", "classification"))
 FREQ_TASKS = ("freqgen", "mixedfreq")
-# The original study's numbers each finding is set against (protocol §9):
+# The original study's numbers each finding is set against (protocol §6, "as tested"):
 ORIGINAL_MEMORIZE_RATIO = 168_327  # finding 1: vanilla's memorize MSE ÷ SinGLU's
 ORIGINAL_STANDARD_WINS = (5, 6)  # finding 2: SinGLU beats ReLU on 5 of the 6 standard tasks
 ORIGINAL_WIDTH_LOSS = 0.35  # finding 4: ~35% of the width lost per extra matrix

@@ -1,5 +1,5 @@
 """The tables every notebook shows from its records (``rnlib.records``) and the verdicts they support, all
-by the one comparison rule of ``rnlib.analysis.stats`` (protocol §5): geometric means of MSE with their
+by the one comparison rule of ``rnlib.analysis.stats`` (protocol §6): geometric means of MSE with their
 spread, accuracy means ± std, paired-by-seed intervals, Holm over pooled comparisons, undecided allowed.
 """
 
@@ -26,7 +26,7 @@ from rnlib.core.catalog import BASELINES, lower_is_better
 
 
 def format_value(centre_: float, spread_: float, metric: str) -> str:
-    """``geomean ×/÷ factor`` for MSE, ``mean ± std%`` for accuracy (protocol §5: no arithmetic MSE means)."""
+    """``geomean ×/÷ factor`` for MSE, ``mean ± std%`` for accuracy (protocol §6: no arithmetic MSE means)."""
     if not math.isfinite(centre_):
         return "n/a"
     if metric == "mse" and centre_ <= FLOAT_FLOOR:
