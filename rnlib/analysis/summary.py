@@ -25,11 +25,11 @@ from rnlib.analysis.stats import (
     learned,
 )
 from rnlib.analysis.tables import (
+    against_the_best,
     aggregate,
     claim,
     compare_best,
     compare_many,
-    ranked,
     skill_table,
     summary_table,
 )
@@ -153,9 +153,8 @@ def regime_map(df: pd.DataFrame) -> pd.DataFrame:
     cannot tell from the best. A nothing-learned task has no winner."""
     c, rows = core(df), []
     done = learned(c)
-    for task, g in ranked(aggregate(c)).dropna(subset=["mean"]).groupby("task", sort=False):
+    for task, (g, cmp) in against_the_best(c).items():
         best, second = g.iloc[0], g.iloc[min(1, len(g) - 1)]
-        cmp = compare_many(c[c["task"] == task], best["model"], list(g["model"].iloc[1:]))
         top = cmp[cmp["baseline"] == second["model"]]
         outcome = top["outcome"].iloc[0] if len(top) else "undecided"
         close = [best["model"], *cmp.loc[cmp["outcome"] != "better", "baseline"]]

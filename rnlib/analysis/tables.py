@@ -62,15 +62,23 @@ def ranked(agg: pd.DataFrame) -> pd.DataFrame:
     return agg.assign(_t=first, _k=key).sort_values(["_t", "_k"], kind="stable").drop(columns=["_t", "_k"])
 
 
+def against_the_best(records: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
+    """Per task: ``aggregate``'s rows best first, and the best model against every other one by the
+    comparison rule (``compare_many``): what the tables' marks and the regime map both read."""
+    out = {}
+    for task, g in ranked(aggregate(records)).dropna(subset=["mean"]).groupby("task", sort=False):
+        rest = list(g["model"].iloc[1:])
+        out[task] = (g, compare_many(records[records["task"] == task], g["model"].iloc[0], rest))
+    return out
+
+
 def best_groups(records: pd.DataFrame) -> dict[str, tuple[str, list[str], bool]]:
     """Per task: the best model by its centre, the models indistinguishable from it (undecided or tied
     against it by the comparison rule), and whether the best is decided better than every other model."""
     out = {}
-    for task, g in ranked(aggregate(records)).dropna(subset=["mean"]).groupby("task", sort=False):
-        best, rest = g["model"].iloc[0], list(g["model"].iloc[1:])
-        c = compare_many(records[records["task"] == task], best, rest)
+    for task, (g, c) in against_the_best(records).items():
         close = list(c.loc[c["outcome"] != "better", "baseline"])
-        out[task] = (best, close, bool(len(rest)) and not close)
+        out[task] = (g["model"].iloc[0], close, len(g) > 1 and not close)
     return out
 
 

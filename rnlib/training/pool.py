@@ -64,7 +64,6 @@ def run_program(neuron: str, task: str, seeds: Sequence[int], options: dict) -> 
     the results (which worker trained what is recorded by ``Study.placements``)."""
     from distributed import get_worker
 
-    runtime.configure()
     with runtime.single_threaded():
         runs = train(neuron, task, list(seeds), **options)
     return runs, get_worker().address
