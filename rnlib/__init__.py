@@ -38,8 +38,17 @@ _MODULES = {
     for layer, names in {
         "": ("paths", "provenance", "records"),
         "core.": ("catalog", "neurons", "tasks", "models", "metrics"),
-        "training.": ("trainer", "fused", "cache", "runtime", "diagnostics", "study", "capacity_search"),
-        "analysis.": ("tables", "summary", "plots", "capacity", "report"),
+        "training.": (
+            "trainer",
+            "fused",
+            "cache",
+            "runtime",
+            "diagnostics",
+            "study",
+            "capacity_search",
+            "tuning_jobs",
+        ),
+        "analysis.": ("tables", "summary", "plots", "capacity", "report", "tuning"),
         "batch.": ("profiles", "runner", "cli"),
     }.items()
     for name in names

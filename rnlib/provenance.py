@@ -23,7 +23,7 @@ from rnlib.paths import REPO_ROOT
 NUMERICS_VERSION = 1
 # What decides a table, figure or verdict drawn from the same records; bumped when the comparison rule or a
 # table changes on purpose, which tests/golden fails without:
-ANALYSIS_VERSION = 4
+ANALYSIS_VERSION = 5
 REPORTED_PACKAGES = ("torch", "numpy", "pandas", "papermill", "matplotlib", "seaborn", "distributed")
 STEP_KINDS = ("auto", "fused", "autograd")  # TrainConfig.step, Study(step=...), a profile's `step:`
 STEP_ENV = "RNLIB_STEP"  # "autograd" turns the fused step off for a process (and the kernels it starts)

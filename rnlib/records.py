@@ -19,6 +19,10 @@ COLUMNS = (
     "model", "kind", "omega", "init", "depth", "lr", "total_steps", "diverged_step",
 )  # fmt: skip
 KEY = ("version", "model", "task", "seed", "budget")  # unique per record
+# notebooks/tuned's columns after COLUMNS (protocol §9): the validation metric, and which part of the track a
+# row is: a trial on a tuning seed, the chosen setting on the final seeds, or the untuned protocol on them
+TUNING_COLUMNS = ("val_value", "role")
+TUNING_ROLES = ("trial", "tuned", "untuned")
 
 
 def write_records(df: pd.DataFrame, path: str | Path, extra: tuple[str, ...] = ()) -> Path:

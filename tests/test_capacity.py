@@ -1,5 +1,6 @@
 """Capacity measurement: the search on exact oracles, the random data, a tiny real run, the notebook."""
 
+import functools
 import json
 import math
 
@@ -11,15 +12,21 @@ import torch
 from rnlib.analysis.capacity import capacity_figure, capacity_table, capacity_verdict
 from rnlib.core.models import build_model, count_params, param_count
 from rnlib.paths import NOTEBOOKS_DIR
+from rnlib.training import capacity_search
 from rnlib.training.cache import ResultCache
 from rnlib.training.capacity_search import (
     RECORD_COLUMNS,
+    CapacitySettings,
+    FitOrPlateau,
     capacity_data,
     capacity_width,
+    longer_training,
     measure_capacity,
+    neighbours,
     next_guess,
     search_points,
 )
+from rnlib.training.trainer import RunResult, TrainConfig, train_models
 
 MAX_POINTS = 65536
 
@@ -74,6 +81,117 @@ def test_next_guess_follows_the_trend():
     assert next_guess([(500, 0.1), (1000, 0.8)], 2000, 1.0) == pytest.approx(1.6)
 
 
+def planted(monkeypatch, capacity):
+    """Replace training by a stand-in that fits N points exactly when N ≤ capacity(lr, ceiling, seed)."""
+
+    def fake(neuron, task, seeds, *, width, config, stop, **_):
+        n = len(task(seeds[0]).x_train)
+        fitted = [n <= capacity(config.lr, config.steps, s) for s in seeds]
+        return None, [
+            RunResult(neuron, "capacity_binary", s, width, 0, "accuracy", 1.0 if f else 0.9,
+                      1.0 if f else 0.9, None, config.steps, False, None, 0.0,
+                      stopped="fitted" if f else "plateau")
+            for s, f in zip(seeds, fitted, strict=True)
+        ]  # fmt: skip
+
+    monkeypatch.setattr(capacity_search, "train_models", fake)
+
+
+@pytest.mark.parametrize("k", [40, 333, 2500])
+def test_a_planted_capacity_is_found_with_its_lr_and_passes_the_checks(monkeypatch, tmp_path, k):
+    """A stand-in fitting N ≤ K at lr 0.01 (less at the other lrs) is measured within the resolution at that
+    lr, chosen on the selection seed; more training or another lr fits no more, so nothing is flagged."""
+    planted(monkeypatch, lambda lr, steps, seed: k + seed if lr == 0.01 else k // 2)
+    run = measure_capacity(["vanilla"], [500], [0, 1, 2], kinds=["binary"], records=None,
+                           cache=ResultCache(tmp_path), workers=1)  # fmt: skip
+    rec, check = run.records, run.checks.iloc[0]
+    selected = int(check["points_by_lr"].split()[1].removeprefix("0.01:"))  # select_seed 100: K + 100
+    assert check["lr"] == 0.01 and selected <= k + 100 < selected * CapacitySettings().resolution + 1
+    for r in rec.itertuples():
+        want = k + r.seed
+        assert r.value <= want < r.upper and r.upper / max(r.value, 1) <= CapacitySettings().resolution + 1e-9
+        assert r.lr == 0.01 and not r.lower_bound and not r.censored
+    assert not check["lower_bound"] and check["check_points"] >= 1.1 * rec["value"].iloc[0]
+
+
+def test_an_undertrained_or_mistuned_capacity_is_reported_as_a_lower_bound(monkeypatch, tmp_path):
+    """Twice the ceiling fits 30% more, or the lr beyond the grid's edge does: a lower bound."""
+    planted(monkeypatch, lambda lr, steps, seed: 300 if steps == 3000 else 390)
+    run = measure_capacity(["vanilla"], [500], [0], kinds=["binary"], lrs=(0.01,), records=None,
+                           cache=ResultCache(tmp_path / "a"), workers=1)  # fmt: skip
+    check = run.checks.iloc[0]
+    assert check["fits_longer"] and not check["fits_lower_lr"] and check["lower_bound"]
+    assert "2× ceiling fits" in check["why"] and run.records["lower_bound"].all()
+    planted(monkeypatch, lambda lr, steps, seed: 500 if lr > 0.031 else 300)  # best lr beyond the grid
+    run = measure_capacity(["vanilla"], [500], [0], kinds=["binary"], records=None,
+                           cache=ResultCache(tmp_path / "b"), workers=1)  # fmt: skip
+    check = run.checks.iloc[0]
+    assert (
+        check["lr"] == 0.003 and not check["lower_bound"]
+    )  # ties: the smaller lr; its neighbours fit no more
+    assert neighbours((0.003, 0.01, 0.03), 0.03) == (0.01, pytest.approx(0.09))
+    assert neighbours((0.01,), 0.01) == (pytest.approx(0.01 / 10**0.5), pytest.approx(0.01 * 10**0.5))
+
+
+def test_a_capacity_above_the_ceiling_is_censored(monkeypatch, tmp_path):
+    """K above max_points: the search stops at the ceiling, reports it as censored and as a lower bound."""
+    planted(monkeypatch, lambda lr, steps, seed: 10**6)
+    run = measure_capacity(["vanilla"], [500], [0, 1], kinds=["binary"], max_points=2048, records=None,
+                           cache=ResultCache(tmp_path), workers=1)  # fmt: skip
+    assert (run.records["value"] == 2048).all() and run.records["censored"].all()
+    assert "censored" in run.checks["why"].iloc[0]
+
+
+def test_the_plateau_rule_stops_flat_curves_and_spares_improving_ones():
+    """Synthetic loss curves: flat for the last `patience` steps -> plateau; 2% better -> go on; 100%
+    accuracy -> fitted; a NaN -> diverged; too few steps -> never a plateau."""
+    rule = FitOrPlateau("binary", 1.0, every=25, patience=400, min_gain=0.01)
+    steps = torch.arange(1000, dtype=torch.float32)
+    flat = torch.where(steps < 500, 1.0 - steps / 1000, torch.tensor(0.5))  # stops improving at step 500
+    improving = 0.98 ** (steps / 400)  # 2% better every 400 steps, slowly but surely
+    sudden = torch.where(steps < 990, torch.tensor(0.6), torch.tensor(0.3))  # a late drop counts
+    nan = improving.clone()
+    nan[-1] = float("nan")
+    curves = torch.stack([flat, improving, sudden, nan, improving], dim=1)
+    metric = torch.tensor([0.9, 0.9, 0.9, 0.9, 1.0])
+    assert rule.reasons(1000, curves, metric) == ["plateau", "", "", "diverged", "fitted"]
+    assert rule.reasons(700, curves[:700], metric)[:2] == ["", ""]  # < 2 × patience steps: too early to tell
+    real = FitOrPlateau("real", 1e-3, every=25, patience=400, min_gain=0.01)
+    assert real.reasons(1000, curves[:, :2], torch.tensor([1e-3, 2e-3])) == ["fitted", ""]
+
+
+def test_a_stopped_replica_is_frozen_at_its_stop_whatever_it_trains_with():
+    """Under a Stop, a replica's result is the one at its own stop step: the same alone as beside another
+    seed that trains on; without a stop nothing changes."""
+
+    class StopSeedZeroAt(FitOrPlateau):
+        def reasons(self, step, losses, train_metric):
+            return [
+                "plateau" if (m == 0 and step >= 50) or step >= 100 else "" for m in range(len(train_metric))
+            ]
+
+    stop = StopSeedZeroAt("binary", 1.0, 25, 400, 0.0)
+    task = functools.partial(capacity_search.capacity_task, "binary", 64, budget=200)
+    config = TrainConfig(steps=300, lr=1e-2, record_every=0)
+    _, alone = train_models("vanilla", task, [0], width=8, config=config, stop=stop)
+    _, both = train_models("vanilla", task, [0, 1], width=8, config=config, stop=stop)
+    assert alone[0].steps == both[0].steps == 50 and both[1].steps == 100
+    assert alone[0].train_value == both[0].train_value and alone[0].stopped == "plateau"
+    assert max(s for s, _ in both[0].curve) < 50
+    _, plain = train_models("vanilla", task, [0], width=8, config=config)
+    assert plain[0].steps == 300 and plain[0].stopped is None
+
+
+def test_converged_probes_fit_far_more_than_the_old_200_step_probes(tmp_path):
+    """At ~100 parameters the converged measurement of vanilla is ≥ 1.5× what 200 steps at lr 3e-2 gave:
+    this fails if the probes go back to being under-trained."""
+    cache = ResultCache(tmp_path)
+    kwargs = dict(kinds=["binary"], cache=cache, records=None, checks=False, workers=1)
+    converged = measure_capacity(["vanilla"], [100], [0, 1, 2], **kwargs).records["value"]
+    old = measure_capacity(["vanilla"], [100], [0, 1, 2], steps=200, lrs=(0.03,), **kwargs).records["value"]
+    assert converged.mean() >= 1.5 * old.mean(), (converged.tolist(), old.tolist())
+
+
 def test_random_data_is_deterministic_nested_and_fair():
     """Same seed -> same bits; the first N points never depend on N; labels are fair coins; y ~ N(0, 1)."""
     x, y = capacity_data("binary", 5000, seed=3)
@@ -108,7 +226,7 @@ def test_capacity_width_is_the_nearest_count(neuron, budget):
 def test_tiny_end_to_end_run_is_sensible_and_cached(tmp_path):
     """One neuron at ~200 parameters: points ≥ 1, bits = points ÷ params, records CSV, a free rerun."""
     cache, path = ResultCache(tmp_path / "cache"), tmp_path / "capacity.records.csv"
-    kwargs = dict(seeds=[0, 1], kinds=["binary", "real"], cache=cache, steps=60, max_points=512)
+    kwargs = dict(seeds=[0, 1], kinds=["binary", "real"], cache=cache, steps=60, patience=25, max_points=512)
     run = measure_capacity(["vanilla"], [200], records=path, **kwargs)
     rec = run.records
     assert len(rec) == 4 and set(rec["task"]) == {"capacity_binary", "capacity_real"}
@@ -123,7 +241,10 @@ def test_tiny_end_to_end_run_is_sensible_and_cached(tmp_path):
     again = measure_capacity(["vanilla"], [200], records=None, **kwargs)
     assert again.trained == 0 and again.records["value"].tolist() == rec["value"].tolist()
     assert "vanilla" in capacity_verdict(rec) and capacity_table(rec).shape == (1, 1)
+    assert len(run.checks) == 2 and set(run.checks["lr"]) <= set(CapacitySettings().lrs)
     capacity_figure(rec)
+    longer = longer_training(run, "binary", 200, (2,))
+    assert sorted(longer["ceiling"].unique()) == [60, 120] and len(longer) == 4
 
 
 @pytest.mark.slow
@@ -142,7 +263,9 @@ def test_notebook_executes_and_writes_records(tmp_path, monkeypatch):
             budgets=[200],
             seeds=[0, 1],
             steps=40,
+            patience=25,
             max_points=256,
+            longer_factors=[2],
             records=str(records),
         ),
         kernel_name="python3",
@@ -151,5 +274,5 @@ def test_notebook_executes_and_writes_records(tmp_path, monkeypatch):
     executed = json.loads((tmp_path / "capacity.ipynb").read_text())["cells"]
     assert any("image/png" in o.get("data", {}) for c in executed for o in c.get("outputs", []))  # the figure
     rec = pd.read_csv(records)
-    assert len(rec) == 2 * 2 * 2 and set(rec["neuron"]) == {"vanilla", "siren"}
+    assert len(rec) == 2 * 2 and set(rec["neuron"]) == {"vanilla", "siren"}  # binary labels by default
     assert (rec["version"] == "capacity").all() and (rec["kind"] == "capacity").all()

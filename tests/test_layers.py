@@ -17,7 +17,7 @@ LAYERS = ("base", "core", "training", "analysis", "batch")  # each may import th
 TORCH_FREE = (  # what reads records, summarises, renders the README, or validates a profile
     "rnlib.records", "rnlib.analysis.tables", "rnlib.analysis.summary", "rnlib.analysis.capacity",
     "rnlib.analysis.plots", "rnlib.analysis.report", "rnlib.core.catalog", "rnlib.batch.profiles",
-    "rnlib.batch.cli", "rnlib.batch.parameters", "rnlib.analysis.html",
+    "rnlib.batch.cli", "rnlib.batch.parameters", "rnlib.analysis.html", "rnlib.analysis.tuning",
 )  # fmt: skip
 
 

@@ -118,7 +118,9 @@ def test_rerun_skips_completed_jobs_and_force_reruns(reference: Path, capsys: py
 @pytest.mark.slow
 def test_kill_mid_run_then_resume_runs_only_unfinished_jobs(reference: Path, tmp_path: Path) -> None:
     profile, out = write(tmp_path, SMOKE), tmp_path / "out"
-    command = [sys.executable, "-m", "rnlib", "run", str(profile), "--out", str(out), "--workers", "1"]
+    # one kernel at a time, training its own programs: the kill lands between two jobs
+    command = [sys.executable, "-m", "rnlib", "run", str(profile), "--out", str(out), "--workers", "1",
+               "--scheduler", "none"]  # fmt: skip
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 90

@@ -26,7 +26,9 @@ from rnlib.analysis.summary import (
     budget_sweep,
     core,
     is_capacity,
+    is_tuned,
     relative_to_vanilla,
+    side_by_side,
     standard_budgets,
     summarize,
     widths,
@@ -95,8 +97,8 @@ def load_run(run_dir: str | Path) -> Summary:
     if not path.is_dir():
         raise FileNotFoundError(f"run directory {path} does not exist; run `python -m rnlib run` first")
     records = read_run_records(path)
-    if records.empty:
-        raise FileNotFoundError(f"{path} holds no *.records.csv; run the version notebooks into it first")
+    if records.empty or is_tuned(records).all():
+        raise FileNotFoundError(f"{path} holds no version notebook's *.records.csv; run them into it first")
     return summarize(records, notebook_runs(path), environment_info())
 
 
@@ -206,6 +208,9 @@ def summary_json(s: Summary, figure_files: list[str]) -> dict:
         "timings": {"notebooks": frame_json(s.runs.drop(columns=["parameters"])), **timings},
         "provenance": s.provenance,
         "figures": figure_files,
+        # the tuning track (notebooks/tuned, protocol §9): each finding's verdict after tuning, and its map
+        "after_tuning": frame_json(side_by_side(s).reset_index().astype(str)) if s.tuned else [],
+        "tuned_regime_map": frame_json(s.tuned_regime) if s.tuned else [],
     }
 
 
@@ -267,6 +272,9 @@ def render_results(run_dir: str | Path) -> str:
         .rename(index={0: "control"})
     )
     findings["verdict"] = "**" + findings["verdict"] + "**"
+    if data.get("after_tuning"):  # a run with notebooks/tuned: each finding's verdict after tuning beside it
+        tuned = {str(r["finding"]): r["after tuning"] for r in data["after_tuning"]}
+        findings.insert(2, "after tuning", [tuned.get(str(n), "") for n in findings.index])
     notes = "\n".join(f"- {n}" for n in data["notes"])
     figures = [f for f in data["figures"] if Path(f).stem in README_FIGURES]
     parts = [
@@ -302,7 +310,9 @@ def render_answer(run_dir: str | Path) -> str:
     first = findings.get(1)
     cap = [r for r in (first or {}).get("table", []) if r.get("task") == "capacity"]
     ratios = ", ".join(
-        f"{r['model_mean'] / r['baseline_mean']:.2g}× at {int(r['budget'])} ({r['decision']})" for r in cap
+        f"×{10 ** r['diff']:.2f} [{10 ** r['low']:.2f}, {10 ** r['high']:.2f}] at {int(r['budget']):,} "
+        f"({r['decision']})"
+        for r in cap
     )
     base = [r["baseline_mean"] for r in sorted(cap, key=lambda r: r["budget"])]
     falling = len(base) > 1 and all(b2 < b1 for b1, b2 in itertools.pairwise(base))
@@ -314,8 +324,8 @@ def render_answer(run_dir: str | Path) -> str:
     )
     storage = (
         f"finding 1 ({first['finding']}) is **{first['verdict']}**: SinGLU's bits per parameter over "
-        f"vanilla's, per budget: {ratios or 'not measured'} (each a ratio of lower bounds; 95% paired "
-        f"intervals, Holm){caveat}"
+        f"vanilla's, per budget: {ratios or 'not measured'} (geometric-mean ratio paired by seed, its 95% "
+        f"interval, Holm decision){caveat}"
         if first
         else "this run measured no capacity"
     )

@@ -70,6 +70,23 @@ def spread(values: np.ndarray | pd.Series, metric: str) -> float:
     return float(v.std(ddof=1))
 
 
+def t_half(sd: float, n: int) -> float:
+    """Half-width of the 95% Student-t interval of a mean of ``n`` values with standard deviation ``sd``."""
+    return float(stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1)) * (sd / math.sqrt(n))
+
+
+def interval(values: np.ndarray | pd.Series, metric: str) -> tuple[float, float, float]:
+    """``centre`` and its 95% t-interval over the finite values, made on the comparison scale and mapped
+    back (a geometric interval for log metrics); NaN bounds with fewer than 2 values."""
+    v = np.asarray(values, dtype=float)
+    t = transform(v[np.isfinite(v)], metric)
+    if len(t) < 2:
+        return centre(v, metric), math.nan, math.nan
+    mean, half = float(t.mean()), t_half(float(t.std(ddof=1)), len(t))
+    back = (lambda x: 10**x) if log_scale(metric) else (lambda x: x / 100.0)
+    return back(mean), back(mean - half), back(mean + half)
+
+
 @dataclass(frozen=True)
 class Comparison:
     """A against B on one task: the mean paired difference (A − B on the metric's scale), its interval."""
@@ -109,7 +126,7 @@ def paired(a: pd.Series, b: pd.Series, metric: str) -> Comparison:
         outcome = "tie" if mean == 0.0 else side(mean, metric)
         return Comparison(outcome, mean, mean, mean, math.nan if mean == 0.0 else 0.0, n, excluded)
     se = sd / math.sqrt(n)
-    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1)) * se
+    half = t_half(sd, n)
     p = float(2 * stats.t.sf(abs(mean) / se, n - 1))
     low, high = mean - half, mean + half
     outcome = side(mean, metric) if low > 0 or high < 0 else "undecided"

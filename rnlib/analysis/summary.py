@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -34,6 +34,7 @@ from rnlib.analysis.tables import (
     summary_table,
 )
 from rnlib.core.catalog import BUDGET_TOLERANCE, NEURONS, TASKS
+from rnlib.records import TUNING_COLUMNS, TUNING_ROLES
 
 DEDUP_KEY = ["neuron", "task", "seed", "budget", "omega", "init", "width"]
 PROTOCOL = ["total_steps", "lr", "depth"]  # the run's most common values are its standard protocol
@@ -56,6 +57,12 @@ REGIME_COLUMNS = ["task", "kind", "metric", "learned", "trivial", "best", "runne
 def is_capacity(df: pd.DataFrame) -> pd.Series:
     """Rows written by notebooks/capacity (version ``capacity``), which follow their own schema."""
     return df["version"].astype(str).eq("capacity")
+
+
+def is_tuned(df: pd.DataFrame) -> pd.Series:
+    """Rows written by notebooks/tuned (they carry a ``role``, protocol §9): read apart from the others, since
+    their learning rates and ω are each neuron's own."""
+    return df["role"].isin(TUNING_ROLES) if "role" in df else pd.Series(False, index=df.index)
 
 
 def modes(df: pd.DataFrame, columns: list[str]) -> dict[str, object]:
@@ -110,7 +117,12 @@ def matched(df: pd.DataFrame, options: bool, every_budget: bool = False) -> pd.D
 
 
 def core(df: pd.DataFrame, every_budget: bool = False) -> pd.DataFrame:
-    """Budget-matched default-option rows, one per (neuron, task, budget, seed), labelled by neuron."""
+    """Budget-matched default-option rows, one per (neuron, task, budget, seed), labelled by neuron. In tuned
+    records (``after_tuning``) the core rows are the ``tuned`` ones: each neuron at the setting its validation
+    score chose, at the task's default budget, on the final seeds."""
+    if is_tuned(df).any():
+        tuned = df[df["role"].eq(TUNING_ROLES[1])]
+        return order(tuned.assign(model=tuned["neuron"]))
     ok = matched(df, options=True, every_budget=every_budget)
     ok = ok.assign(_l=ok["model"].ne(ok["neuron"])).sort_values("_l", kind="stable")
     ok = ok.drop_duplicates(["neuron", "task", "budget", "seed"]).drop(columns="_l")
@@ -358,8 +370,8 @@ def finding_capacity(df: pd.DataFrame) -> Finding:
     t = claim(table)
     parts = [
         f"bits/parameter at budget {int(r.budget)}: singlu {r.model_mean:.3g} vs vanilla "
-        f"{r.baseline_mean:.3g} "
-        f"(ratio {r.model_mean / r.baseline_mean:.3g}×; {r.text}; {r.decision})"
+        f"{r.baseline_mean:.3g} (ratio ×{10**r.diff:.2f} [{10**r.low:.2f}, {10**r.high:.2f}]; {r.text}; "
+        f"{r.decision})"
         for r in table[table["task"] == "capacity"].itertuples()
     ] or ["no capacity records (notebooks/capacity) in this run"]
     parts += [
@@ -370,11 +382,16 @@ def finding_capacity(df: pd.DataFrame) -> Finding:
         for r in table[table["task"] == "memorize"].itertuples()
     ]  # fmt: skip
     evidence = f"{t.text()}; " + "; ".join(parts)
+    cap = df[is_capacity(df) & df["neuron"].isin(["singlu", "vanilla"])]
+    bound = cap[cap["lower_bound"].fillna(False).astype(bool)] if "lower_bound" in cap else cap
+    pairs_ = dict.fromkeys(zip(bound["neuron"], bound["budget"], strict=True))
+    where = ", ".join(f"{n} at {int(b)}" for n, b in pairs_)
     evidence += (
-        "; each capacity is a lower bound (a probe that fails within its step ceiling counts as not fitted), "
-        "so a ratio can be off either way, and bits per parameter that fall with the budget are a sign of "
-        "under-training (docs/protocol.md §8)"
-    )
+        "; these capacities were not checked for convergence" if "lower_bound" not in cap else
+        f"; lower bounds (a convergence check fitted 10% more points, docs/protocol.md §8): {where}, so a "
+        "ratio involving one can be off either way" if len(bound) else
+        "; every singlu and vanilla capacity passed the convergence checks (docs/protocol.md §8)"
+    )  # fmt: skip
     return Finding(1, "SinGLU stores more per parameter than ReLU", t.verdict, evidence, table)
 
 
@@ -561,6 +578,48 @@ def all_findings(df: pd.DataFrame) -> list[Finding]:
     return [fn(df) for fn in fns]
 
 
+# findings the tuning track cannot test, and why (the others are recomputed on its records by the same code)
+UNTESTED_AFTER_TUNING = {
+    1: "capacity and memorize are not tuned (memorize has no validation split)",
+    4: "a width is set by the budget, which no training setting moves; its price needs v03's matched widths",
+}
+NOT_TESTED = "not tested"
+
+
+def after_tuning(tuned: pd.DataFrame) -> list[Finding]:
+    """The findings and the control recomputed on notebooks/tuned's records by the same functions and rule,
+    where its neurons and tasks allow; the others say why they are not tested."""
+    if tuned.empty:
+        return []
+    fns = {
+        2: finding_standard_wins,
+        3: finding_adaptive,
+        5: finding_frequency,
+        6: finding_ood,
+        0: glu_control,
+    }
+    out = []
+    for number in (1, 2, 3, 4, 5, 6, 0):
+        if number in fns:
+            out.append(fns[number](tuned))
+        else:
+            why = UNTESTED_AFTER_TUNING[number]
+            out.append(Finding(number, "", NOT_TESTED, f"not tested after tuning: {why}", pd.DataFrame()))
+    return out
+
+
+def side_by_side(s: Summary) -> pd.DataFrame:
+    """Every finding and the control: the verdict under the original protocol and after tuning."""
+    tuned = {f.number: f for f in s.tuned}
+    rows = [
+        {"finding": f.number or "control", "claim": f.finding, "original protocol": f.verdict,
+         "after tuning": tuned[f.number].verdict if f.number in tuned else "no tuned records",
+         "after tuning: evidence": tuned[f.number].evidence if f.number in tuned else ""}
+        for f in [*s.findings, s.control]
+    ]  # fmt: skip
+    return pd.DataFrame(rows).set_index("finding")
+
+
 def decisions(s: Summary) -> pd.DataFrame:
     """Every verdict, regime entry and decided comparison of a summary: what must not change between two runs
     that differ only in rounding (``rnlib.analysis.agreement``)."""
@@ -595,11 +654,18 @@ class Summary:
     notes: list[str]  # float-precision and nothing-learned caveats (protocol §4)
     runs: pd.DataFrame
     provenance: dict
+    tuned: list[Finding] = field(default_factory=list)  # ``after_tuning``: empty without notebooks/tuned
+    tuned_records: pd.DataFrame = field(default_factory=pd.DataFrame)  # notebooks/tuned's rows, as written
+    tuned_regime: pd.DataFrame = field(default_factory=pd.DataFrame)  # the regime map of its tuned rows
 
 
 def summarize(records: pd.DataFrame, runs: pd.DataFrame, environment: dict[str, str]) -> Summary:
-    """Every table, map and verdict of a run from its raw records and its notebooks' metadata."""
-    df = deduplicate(records)
+    """Every table, map and verdict of a run from its raw records and its notebooks' metadata; the tuning
+    track's records (notebooks/tuned) are read apart and give every finding a second verdict."""
+    tuned = records[is_tuned(records)]
+    df = deduplicate(records[~is_tuned(records)].drop(columns=list(TUNING_COLUMNS), errors="ignore"))
     regime = regime_map(df)
+    tuned_regime = regime_map(tuned) if len(tuned) else pd.DataFrame()
     return Summary(df, main_table(df), skill(df), regime, regime_by_kind(regime), all_findings(df),
-                   glu_control(df), precision_notes(df), runs, provenance(runs, environment))  # fmt: skip
+                   glu_control(df), precision_notes(df), runs, provenance(runs, environment),
+                   after_tuning(tuned), tuned, tuned_regime)  # fmt: skip

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rnlib.batch.profiles import Job, ProfileError, expand_jobs, load_profile, select_jobs
-from rnlib.batch.runner import JobResult, RunError, default_out, job_state, run_profile
+from rnlib.batch.runner import LOCAL_POOL, NO_POOL, JobResult, RunError, default_out, job_state, run_profile
 from rnlib.paths import SUMMARY_STEM, repo_relative
 
 
@@ -73,7 +73,8 @@ def run_command(args: argparse.Namespace) -> int:
             print(format_plan(select_jobs(expand_jobs(profile), only), out, profile.summary))
             return 0
         signal.signal(signal.SIGTERM, _interrupt)
-        options = {"workers": args.workers, "scheduler": args.scheduler, "force": args.force}
+        scheduler = None if args.scheduler == NO_POOL else args.scheduler
+        options = {"workers": args.workers, "scheduler": scheduler, "force": args.force}
         results = run_profile(profile, args.out, only=only, timeout=args.timeout, **options)
     except (ProfileError, RunError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -99,8 +100,10 @@ def add_run_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--scheduler",
         metavar="ADDRESS",
-        help="train the notebooks' programs on this Dask scheduler's workers ('local': a pool of --workers "
-        "processes started for the run)",
+        default=LOCAL_POOL,
+        help="where the notebooks' training programs run: 'local' (default), one pool of --workers processes "
+        "started for the run and shared by every notebook; a Dask scheduler's address, its workers; "
+        f"'{NO_POOL}', each kernel trains its own programs",
     )
     parser.add_argument(
         "--only", metavar="NAMES", help="comma-separated notebooks or job stems, e.g. v10,v15"

@@ -49,7 +49,10 @@ START_BACKOFF = 1.0  # seconds before the first retry of a kernel start; doubled
 START_ERRORS = ("Kernel died before replying", "Kernel didn't respond", "Address already in use")
 # with --scheduler the kernels only submit programs and wait, so more of them run than there are cores
 MAX_KERNELS = 16
-LOCAL_POOL = "local"  # --scheduler local: a LocalCluster of --workers processes for the run's programs
+LOCAL_POOL = (
+    "local"  # --scheduler local (the default): a LocalCluster of --workers processes for the run's programs
+)
+NO_POOL = "none"  # --scheduler none: each kernel trains its own programs (notebook-level parallelism)
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "RNLIB_THREADS")
 ADDED_TAGS = {"injected-parameters", "papermill-error-cell-tag"}  # cells papermill adds to a notebook
 

@@ -13,12 +13,14 @@ later ones) cost one batched training. Every training is cached under everything
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import math
+import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -30,7 +32,7 @@ from rnlib.core.models import DEFAULT_DEPTH, param_count
 from rnlib.core.tasks import Task, generator_seed
 from rnlib.paths import EXECUTED_DIR
 from rnlib.records import COLUMNS, write_records
-from rnlib.training import runtime
+from rnlib.training import pool, runtime
 from rnlib.training.cache import ResultCache, cache_key
 from rnlib.training.trainer import RunResult, TrainConfig, train_models
 
@@ -43,32 +45,78 @@ START_FACTOR = 2**0.25
 # at 500 parameters in a pilot (binary 0.7-2.0, real 0.25-0.6); later budgets follow each neuron's own trend
 PRIOR_RATIO = {"binary": 1.2, "real": 0.4}
 TARGET_VARIANCE = 1.0  # real targets are y ~ N(0, 1)
-RECORD_COLUMNS = (*COLUMNS, "bits_per_param")
+RECORD_COLUMNS = (*COLUMNS, "bits_per_param", "upper", "probes", "censored", "lower_bound")
 
 
 @dataclass(frozen=True)
 class CapacitySettings:
-    """How one probe trains and how "fitted" is decided; the notebook reports the answer's sensitivity."""
+    """How one probe trains, how its learning rate is chosen and how "fitted" is decided (protocol §8)."""
 
-    steps: int = 200  # full-batch Adam steps per probe: fitting random labels, not a converged optimum
-    lr: float = 3e-2  # 30× protocol §5's: a pure fitting problem, nothing to generalise; cosine-decayed to 0
+    steps: int = 3000  # step ceiling per probe: full-batch Adam, cosine-decayed over the ceiling
+    lrs: tuple[float, ...] = (3e-3, 1e-2, 3e-2)  # the grid each neuron's learning rate is chosen from
+    select_seed: int = 100  # the seed the learning rate is chosen on, kept apart from the measured seeds
+    check_every: int = 25  # the stop rule looks every this many steps (a forward pass over the points)
+    patience: int = 400  # plateau: the best loss of the last `patience` steps is not `min_gain` below ...
+    min_gain: float = 0.01  # ... the best before them (relative), i.e. < 1% better in 400 steps
     tolerance: float = 1e-3  # real: fitted when train MSE ≤ tolerance·Var(y), Var(y) = 1; R² ≈ 0.999
     max_points: int = 65536  # search ceiling; a seed that fits this many is reported as censored
     resolution: float = 1.0905  # ≈ 2^(1/8): stop when (smallest N not fitted) ÷ (largest N fitted) ≤ this
+    margin: float = 1.1  # convergence: a check fitting ⌈margin·N⌉ points would move N by ≥ 10%
     depth: int = DEFAULT_DEPTH
     omega: float = 1.0
     init: str = "default"
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.lr <= 0 or not 0 < self.tolerance < 1 or self.max_points < 1:
+        if self.steps < 1 or not 0 < self.tolerance < 1 or self.max_points < 1 or not self.lrs:
             raise ValueError(f"invalid CapacitySettings: {self}")
-        if self.resolution < 1:
-            raise ValueError(f"resolution is a ratio ≥ 1 (1 = exact), got {self.resolution}")
+        if any(lr <= 0 for lr in self.lrs) or list(self.lrs) != sorted(set(self.lrs)):
+            raise ValueError(f"lrs must be positive and increasing, got {self.lrs}")
+        if self.resolution < 1 or self.margin <= 1:
+            raise ValueError(
+                f"resolution is a ratio ≥ 1 and margin > 1, got {self.resolution}, {self.margin}"
+            )
+        if self.check_every < 1 or self.patience < self.check_every or not 0 <= self.min_gain < 1:
+            raise ValueError(f"invalid stop rule in CapacitySettings: {self}")
 
-    def train_config(self) -> TrainConfig:
-        """The trainer's config for one probe (no diagnostics)."""
-        return TrainConfig(steps=self.steps, lr=self.lr, record_every=0, device=self.device)
+    def train_config(self, lr: float, longer: int = 1) -> TrainConfig:
+        """The trainer's config for a probe at ``lr`` (no diagnostics); ``longer`` multiplies the ceiling."""
+        return TrainConfig(steps=self.steps * longer, lr=lr, record_every=0, device=self.device)
+
+    def stop(self, kind: str, longer: int = 1) -> FitOrPlateau:
+        """The probe's stop rule; ``longer`` multiplies the patience with the ceiling (the 2× check)."""
+        target = 1.0 if kind == "binary" else self.tolerance * TARGET_VARIANCE
+        return FitOrPlateau(kind, target, self.check_every, self.patience * longer, self.min_gain)
+
+
+@dataclass(frozen=True)
+class FitOrPlateau:
+    """A probe's stop rule (``trainer.Stop``): fitted, plateaued, or diverged, checked every ``every`` steps.
+
+    Fitted: 100% training accuracy (binary) or train MSE ≤ ``target`` (real). Plateau: the lowest loss of the
+    last ``patience`` steps is less than ``min_gain`` (relative) below the lowest before them, once there
+    are at least 2 × ``patience`` steps. Diverged: the last loss is not finite.
+    """
+
+    kind: str
+    target: float
+    every: int
+    patience: int
+    min_gain: float
+
+    def reasons(self, step: int, losses: Tensor, train_metric: Tensor) -> list[str]:
+        """One reason per replica ("" to go on) from its loss curve ``(step, M)`` and training metric."""
+        fitted = train_metric >= self.target if self.kind == "binary" else train_metric <= self.target
+        plateau = torch.zeros_like(fitted)
+        if step >= 2 * self.patience:
+            recent = losses[step - self.patience :].min(0).values
+            before = losses[: step - self.patience].min(0).values
+            plateau = recent > (1 - self.min_gain) * before
+        finite = torch.isfinite(losses[-1])
+        return [
+            "diverged" if not ok else "fitted" if fit else "plateau" if flat else ""
+            for ok, fit, flat in zip(finite.tolist(), fitted.tolist(), plateau.tolist(), strict=True)
+        ]
 
 
 # ---------------------------------------------------------------- data
@@ -120,9 +168,9 @@ class Bracket:
     start: int
     max_points: int
     resolution: float
+    factor: float = START_FACTOR  # the first step from ``start``
     lo: int = 0  # largest N seen fitted (0: none yet)
     hi: int | None = None  # smallest N seen not fitted (None: none yet)
-    factor: float = START_FACTOR
     probes: list[tuple[int, bool]] = field(default_factory=list)
 
     def next_probe(self) -> int | None:
@@ -159,10 +207,15 @@ Fit = Callable[[int, list[int]], dict[int, bool]]  # (N, seeds wanting N) -> fit
 
 
 def search_points(
-    fit: Fit, seeds: Sequence[int], start: int, max_points: int, resolution: float
-) -> dict[int, Bracket]:
-    """Per seed, the largest N that ``fit`` fits; seeds that want the same N are asked in one call."""
-    brackets = {s: Bracket(start, max_points, resolution) for s in seeds}
+    fit: Fit, seeds: Sequence[int], start: int, max_points: int, resolution: float,
+    factor: float = START_FACTOR,
+) -> dict[int, Bracket]:  # fmt: skip
+    """Per seed, the largest N that ``fit`` fits; seeds that want the same N are asked in one call.
+
+    ``factor`` is the first step away from ``start``: ``resolution`` when ``start`` is already a good answer
+    (one fitted and one failed probe then settle it), larger when it is a guess.
+    """
+    brackets = {s: Bracket(start, max_points, resolution, factor) for s in seeds}
     while True:
         wanted = {s: n for s, b in brackets.items() if (n := b.next_probe()) is not None}
         if not wanted:
@@ -174,38 +227,81 @@ def search_points(
 
 
 # ---------------------------------------------------------------- measurement
-class CapacityRun:
-    """One measurement: its settings, cache, every probe trained and the records (one per seed)."""
+CHECK_COLUMNS = (
+    "kind", "neuron", "budget", "params", "lr", "points_by_lr", "points", "check_points", "fits_longer",
+    "fits_lower_lr", "fits_higher_lr", "lower_bound", "why",
+)  # fmt: skip
 
-    def __init__(self, settings: CapacitySettings, cache: ResultCache | None = None) -> None:
+
+def neighbours(lrs: Sequence[float], lr: float) -> tuple[float, float]:
+    """The grid points either side of ``lr``; past an edge, one more step of the grid's ratio there (√10
+    for a one-point grid), so a choice at an edge is checked against the value beyond it."""
+    lrs = list(lrs)
+    i = lrs.index(lr)
+    low_ratio = lrs[1] / lrs[0] if len(lrs) > 1 else 10**0.5
+    high_ratio = lrs[-1] / lrs[-2] if len(lrs) > 1 else 10**0.5
+    return (lrs[i - 1] if i > 0 else lr / low_ratio), (lrs[i + 1] if i + 1 < len(lrs) else lr * high_ratio)
+
+
+class CapacityRun:
+    """One measurement: its settings, cache, every probe trained, the records and the convergence checks.
+
+    Per (neuron, kind): at the smallest budget, one search per learning rate of the grid on ``select_seed``
+    (never reported) chooses the lr that fits the most points (ties: the smaller); every budget then
+    searches each measured seed at that lr and, on the first seed, tries ⌈margin·N⌉ points three ways:
+    twice the ceiling (and patience), and one grid step lower and higher in lr. If any fits, more training
+    or another lr would move N by ≥ 10%, and the budget's N is reported as a lower bound.
+    """
+
+    def __init__(
+        self, settings: CapacitySettings, cache: ResultCache | None = None, scheduler: str = ""
+    ) -> None:
         self.settings, self.cache = settings, cache or ResultCache()
+        self.scheduler = scheduler  # a Dask scheduler's address: probes train on its workers (training.pool)
         self.probes: list[dict] = []  # every training the searches asked for
         self.rows: list[dict] = []
+        self.check_rows: list[dict] = []
         self.trained = self.reused = self.calls = 0
         self.seconds = 0.0
+        self.lock = threading.Lock()  # searches of different neurons run in threads (``workers``)
 
-    def key(self, neuron: str, kind: str, budget: int, width: int, seed: int, n: int) -> str:
-        """Cache key: neuron, width, seed, N, kind, the data generator, the training settings, code."""
+    def key(
+        self, neuron: str, kind: str, budget: int, width: int, seed: int, n: int, lr: float, longer: int
+    ) -> str:
+        """Cache key: neuron, width, seed, N, kind, the data generator, training and stop settings, code."""
         s = self.settings
         sizing = {"width": width, "depth": s.depth, "budget": budget}
-        options = {"omega": s.omega, "init": s.init, "data": DATA_VERSION}
-        return cache_key(neuron, f"capacity_{kind}/n={n}", seed, sizing, options, s.train_config())
+        options = {
+            "omega": s.omega,
+            "init": s.init,
+            "data": DATA_VERSION,
+            "stop": asdict(s.stop(kind, longer)),
+        }
+        return cache_key(neuron, f"capacity_{kind}/n={n}", seed, sizing, options, s.train_config(lr, longer))
 
-    def train_group(self, neuron: str, kind: str, budget: int, width: int, n: int, seeds: list[int]) -> dict:
+    def train_group(
+        self, neuron: str, kind: str, budget: int, width: int, n: int, seeds: list[int], lr: float,
+        longer: int = 1,
+    ) -> dict:  # fmt: skip
         """Each seed's probe at N from the cache, training the missing ones together."""
         s = self.settings
-        keys = {seed: self.key(neuron, kind, budget, width, seed, n) for seed in seeds}
+        keys = {seed: self.key(neuron, kind, budget, width, seed, n, lr, longer) for seed in seeds}
 
         def train(missing: list[int]) -> list[RunResult]:
-            self.calls += 1
-            return train_models(
-                neuron, lambda seed: capacity_task(kind, n, seed, budget), missing, width=width,
-                depth=s.depth, omega=s.omega, init=s.init, config=s.train_config(),
-            )[1]  # fmt: skip
+            with self.lock:
+                self.calls += 1
+            task = functools.partial(capacity_task, kind, n, budget=budget)  # seed -> Task; pickles for Dask
+            options = {"width": width, "depth": s.depth, "omega": s.omega, "init": s.init,
+                       "config": s.train_config(lr, longer), "stop": s.stop(kind, longer)}  # fmt: skip
+            if self.scheduler:
+                return pool.train_remote(self.scheduler, neuron, task, missing, **options)[0]
+            return train_models(neuron, task, missing, **options)[1]
 
-        found, missing = self.cache.fill(keys, f"capacity|{neuron}|{kind}|{width}|{n}|{s}", train)
-        self.trained += len(missing)
-        self.reused += len(seeds) - len(missing)
+        batch = f"capacity|{neuron}|{kind}|{width}|{n}|{lr}|{longer}|{s}"
+        found, missing = self.cache.fill(keys, batch, train)
+        with self.lock:
+            self.trained += len(missing)
+            self.reused += len(seeds) - len(missing)
         return {seed: (r, seed in missing) for seed, r in found.items()}
 
     def is_fitted(self, kind: str, r: RunResult) -> tuple[bool, float]:
@@ -218,57 +314,112 @@ class CapacityRun:
         relative = r.train_value / TARGET_VARIANCE
         return relative <= self.settings.tolerance, relative
 
-    def measure(self, neuron: str, kind: str, budget: int, seeds: Sequence[int], ratio: float) -> float:
-        """Search every seed's capacity at one budget; returns the median points per parameter found."""
-        width = capacity_width(neuron, kind, budget, self.settings.depth)
-        params = param_count(neuron, IN_DIM, OUT_DIM[kind], width, self.settings.depth)
-        at: dict[tuple[int, int], RunResult] = {}  # (seed, N) -> its probe
-        spent = dict.fromkeys(seeds, 0.0)  # training seconds per seed
+    def measure(
+        self, neuron: str, kind: str, budget: int, seeds: Sequence[int], ratio: float,
+        lr: float | None = None, checks: bool = True,
+    ) -> tuple[list[dict], dict]:  # fmt: skip
+        """One budget: choose the lr (when ``lr`` is None), search every seed, check convergence.
 
-        def fit(n: int, group: list[int]) -> dict[int, bool]:
-            out = {}
-            for seed, (r, trained) in self.train_group(neuron, kind, budget, width, n, group).items():
-                fitted, score = self.is_fitted(kind, r)
-                at[(seed, n)], out[seed] = r, fitted
-                spent[seed] += r.seconds
-                self.probes.append(
-                    {"neuron": neuron, "kind": kind, "budget": budget, "params": params, "seed": seed,
-                     "points": n, "fitted": fitted, "score": score, "trained": trained, "seconds": r.seconds}
-                )  # fmt: skip
-            return out
+        Returns the records (one per seed) and the check row (``CHECK_COLUMNS``).
+        """
+        s = self.settings
+        width = capacity_width(neuron, kind, budget, s.depth)
+        params = param_count(neuron, IN_DIM, OUT_DIM[kind], width, s.depth)
+        at: dict[tuple[int, int, float], RunResult] = {}  # (seed, N, lr) -> its probe at the ceiling
+        spent: dict[tuple[int, float], float] = {}  # (seed, lr) -> training seconds of its search
+
+        def fitter(lr: float, longer: int = 1) -> Fit:
+            def fit(n: int, group: list[int]) -> dict[int, bool]:
+                out = {}
+                for seed, (r, trained) in self.train_group(
+                    neuron, kind, budget, width, n, group, lr, longer
+                ).items():
+                    fitted, score = self.is_fitted(kind, r)
+                    if longer == 1:
+                        at[(seed, n, lr)] = r
+                        spent[(seed, lr)] = spent.get((seed, lr), 0.0) + r.seconds
+                    out[seed] = fitted
+                    with self.lock:
+                        self.probes.append(
+                            {"neuron": neuron, "kind": kind, "budget": budget, "params": params,
+                             "seed": seed, "lr": lr, "ceiling": s.steps * longer, "points": n,
+                             "fitted": fitted, "score": score, "steps": r.steps, "stopped": r.stopped,
+                             "trained": trained, "seconds": r.seconds}
+                        )  # fmt: skip
+                return out
+
+            return fit
 
         start = max(1, round(ratio * params))
-        brackets = search_points(fit, seeds, start, self.settings.max_points, self.settings.resolution)
-        for seed, b in brackets.items():
-            r = at.get((seed, b.lo))
-            self.rows.append(self.record(neuron, kind, budget, width, params, seed, b, r, spent[seed]))
-        found = sorted(b.lo / params for b in brackets.values() if b.lo > 0)
-        return found[len(found) // 2] if found else ratio
+        by_lr = ""
+        if lr is None:  # the same search for every lr of the grid, on a seed that is never reported
+            sel = s.select_seed
+            found = {
+                x: search_points(fitter(x), [sel], start, s.max_points, s.resolution)[sel].lo for x in s.lrs
+            }
+            lr = max(s.lrs, key=found.__getitem__)  # max keeps the first of equals: the smaller lr
+            by_lr = " ".join(f"{x:g}:{n}" for x, n in found.items())
+            start = found[lr] or start
+        brackets = search_points(fitter(lr), seeds, start, s.max_points, s.resolution)
+        first = brackets[seeds[0]].lo
+        check_n = min(s.max_points, max(first + 1, math.ceil(s.margin * first)))
+        fits: dict[str, bool | None] = {"fits_longer": None, "fits_lower_lr": None, "fits_higher_lr": None}
+        why = []
+        if checks:  # does more training, or a neighbouring lr, fit ≥ 10% more points on the first seed?
+            down, up = neighbours(s.lrs, lr)
+            for column, name, x, longer in (
+                ("fits_longer", "2× ceiling", lr, 2), ("fits_lower_lr", f"lr {down:g}", down, 1),
+                ("fits_higher_lr", f"lr {up:g}", up, 1),
+            ):  # fmt: skip
+                fits[column] = fitter(x, longer)(check_n, [seeds[0]])[seeds[0]]
+                if fits[column]:
+                    why.append(f"{name} fits {check_n}")
+        if any(b.censored for b in brackets.values()):
+            why.append("censored at max_points")
+        check = {
+            "kind": kind, "neuron": neuron, "budget": budget, "params": params, "lr": lr,
+            "points_by_lr": by_lr,
+            "points": first, "check_points": check_n if checks else None, **fits, "lower_bound": bool(why),
+            "why": "; ".join(why),
+        }  # fmt: skip
+        rows = [
+            self.record(neuron, kind, budget, width, params, seed, b, at.get((seed, b.lo, lr)),
+                        spent.get((seed, lr), 0.0), lr, bool(why))
+            for seed, b in brackets.items()
+        ]  # fmt: skip
+        return rows, check
 
     def record(
         self, neuron: str, kind: str, budget: int, width: int, params: int, seed: int, b: Bracket,
-        r: RunResult | None, seconds: float,
+        r: RunResult | None, seconds: float, lr: float, lower_bound: bool,
     ) -> dict:  # fmt: skip
         """One protocol §7 record: value = points fitted (the search's lower end), plus bits per parameter.
 
         ``train_value`` is the training accuracy (binary) or MSE (real) at that N; ``seconds`` the seed's
-        training time over all its probes; ``diverged`` stays False, a diverged probe counts as not fitted.
+        training time over all its probes; ``diverged`` stays False, a diverged probe counts as not fitted;
+        ``steps`` the steps that probe took (it stopped when it fitted), ``total_steps`` the ceiling.
         """
         s = self.settings
         return {
             "version": "capacity", "neuron": neuron, "task": f"capacity_{kind}", "seed": seed,
             "budget": budget, "params": params, "width": width, "metric": "points", "value": b.lo,
-            "train_value": r.train_value if r else math.nan, "steps": s.steps, "diverged": False,
+            "train_value": r.train_value if r else math.nan, "steps": r.steps if r else 0, "diverged": False,
             "seconds": seconds, "id_value": None, "trivial_value": None, "model": neuron, "kind": "capacity",
-            "omega": s.omega, "init": s.init, "depth": s.depth, "lr": s.lr, "total_steps": s.steps,
+            "omega": s.omega, "init": s.init, "depth": s.depth, "lr": lr, "total_steps": s.steps,
             "diverged_step": None,
             "bits_per_param": b.lo / params, "upper": b.hi, "probes": len(b.probes), "censored": b.censored,
+            "lower_bound": lower_bound,
         }  # fmt: skip
 
     @property
     def records(self) -> pd.DataFrame:
-        """One row per (neuron, kind, budget, seed): RECORD_COLUMNS, the search's upper end and probes."""
-        return pd.DataFrame(self.rows, columns=[*RECORD_COLUMNS, "upper", "probes", "censored"])
+        """One row per (neuron, kind, budget, seed): RECORD_COLUMNS."""
+        return pd.DataFrame(self.rows, columns=list(RECORD_COLUMNS))
+
+    @property
+    def checks(self) -> pd.DataFrame:
+        """One row per (neuron, kind, budget): the chosen lr, N per lr on the selection seed, the 2× check."""
+        return pd.DataFrame(self.check_rows, columns=list(CHECK_COLUMNS))
 
     def summary_line(self) -> str:
         """How much was trained, reused from the cache, and the wall time."""
@@ -294,7 +445,7 @@ def next_guess(history: Sequence[tuple[int, float]], budget: int, prior: float) 
 
 
 def write_capacity_records(records: pd.DataFrame, path: str | Path) -> Path:
-    """Write RECORD_COLUMNS (protocol §7 plus ``bits_per_param``) as CSV atomically."""
+    """Write RECORD_COLUMNS (protocol §7 plus ``bits_per_param`` and the search's columns) atomically."""
     return write_records(records, path, extra=RECORD_COLUMNS[len(COLUMNS) :])
 
 
@@ -307,31 +458,77 @@ def measure_capacity(
     settings: CapacitySettings | None = None,
     records: str | Path | None = "",
     cache: ResultCache | None = None,
+    workers: int = 0,
+    checks: bool = True,
+    scheduler: str | None = None,
     **overrides: object,
 ) -> CapacityRun:
     """Capacity of every neuron × kind × budget × seed, searched and cached; writes the records CSV.
 
     ``overrides`` replace fields of ``settings`` (e.g. ``steps=400``); ``records`` is the CSV path ("" =
-    executed/interactive/capacity.records.csv, None = write nothing).
+    executed/interactive/capacity.records.csv, None = write nothing). Each (neuron, kind) is one chain of
+    searches over the budgets, ascending; ``workers`` chains run at once (0: one per core), each training
+    on one thread, so the records are the same bits for any ``workers``. ``checks=False`` skips the
+    convergence checks (``CapacityRun``). With a Dask scheduler (``scheduler`` or ``$RNLIB_SCHEDULER``, as
+    ``Study``) every chain runs at once here and its probes train on the cluster's workers.
     """
     start = time.perf_counter()
     settings = replace(settings or CapacitySettings(), **overrides)
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
         raise KeyError(f"unknown capacity kind(s) {', '.join(unknown)}; valid: {', '.join(KINDS)}")
+    if settings.select_seed in seeds:
+        raise ValueError(
+            f"select_seed {settings.select_seed} is also a measured seed; keep it apart from {seeds}"
+        )
     runtime.configure()
-    run = CapacityRun(settings, cache)
-    for neuron in neurons:
-        for kind in kinds:
-            history: list[tuple[int, float]] = []
-            for budget in sorted(budgets):  # why ascending: each budget's first guess extrapolates the last
-                guess = next_guess(history, budget, PRIOR_RATIO[kind])
-                found = run.measure(neuron, kind, int(budget), [int(s) for s in seeds], guess)
-                history.append((budget, found))
+    run = CapacityRun(settings, cache, pool.scheduler_address(scheduler))
+    seeds = [int(s) for s in seeds]
+
+    def chain(item: tuple[str, str]) -> list[tuple[list[dict], dict]]:
+        neuron, kind = item
+        history: list[tuple[int, float]] = []
+        out = []
+        lr = settings.lrs[0] if len(settings.lrs) == 1 else None  # one lr: nothing to choose
+        for budget in sorted(budgets):  # why ascending: each budget's first guess extrapolates the last
+            guess = next_guess(history, budget, PRIOR_RATIO[kind])
+            rows, check = run.measure(neuron, kind, int(budget), seeds, guess, lr, checks)
+            lr = check["lr"]  # chosen at the smallest budget, kept for the larger ones
+            history.append((budget, check["points"] / check["params"] or guess))
+            out.append((rows, check))
+        return out
+
+    items = [(neuron, kind) for neuron in neurons for kind in kinds]
+    workers = len(items) if run.scheduler else workers or runtime.program_workers(settings.device)
+    for done in runtime.map_programs(chain, items, workers):
+        for rows, check in done:
+            run.rows += rows
+            run.check_rows.append(check)
     run.seconds = time.perf_counter() - start
     if records is not None:
         write_capacity_records(run.records, records or EXECUTED_DIR / "interactive" / "capacity.records.csv")
     return run
+
+
+def longer_training(
+    run: CapacityRun, kind: str, budget: int, factors: Sequence[int] = (2, 4), neurons: Sequence[str] = ()
+) -> pd.DataFrame:
+    """``run``'s records at ``budget`` and again with the ceiling and patience × each factor (each neuron at
+    its chosen lr, same seeds, no checks): how N moves as training grows. Adds a ``ceiling`` column."""
+    done = run.records
+    done = done[(done["task"] == f"capacity_{kind}") & (done["budget"] == budget)]
+    chosen = run.checks.set_index(["kind", "neuron", "budget"])["lr"]
+    frames = [done.assign(ceiling=run.settings.steps)]
+    measured = list(dict.fromkeys(done["neuron"]))
+    for neuron in [n for n in neurons if n in measured] if neurons else measured:
+        for k in factors:
+            s = replace(run.settings, steps=k * run.settings.steps, patience=k * run.settings.patience,
+                        lrs=(float(chosen[(kind, neuron, budget)]),))  # fmt: skip
+            again = measure_capacity([neuron], [budget], sorted(set(done["seed"].astype(int))), kinds=[kind],
+                                     settings=s, records=None, cache=run.cache, checks=False,
+                                     scheduler=run.scheduler)  # fmt: skip
+            frames.append(again.records.assign(ceiling=s.steps))
+    return pd.concat(frames, ignore_index=True)
 
 
 # ---------------------------------------------------------------- reading the records

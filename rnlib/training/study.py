@@ -16,7 +16,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -44,9 +44,12 @@ class Variant:
     init: str = "default"
     width: int | None = None  # a fixed width instead of the budget-matched one (v03's matched width)
     label: str = ""
+    lr: float | None = None  # None: the study's peak learning rate (the tuning track sets its own, §9)
 
     def __post_init__(self) -> None:
         neuron_class(self.neuron)  # unknown names fail here, listing the valid ones
+        if self.lr is not None and not self.lr > 0:
+            raise ValueError(f"Variant {self.name}: lr must be positive, got {self.lr!r}")
 
     @property
     def name(self) -> str:
@@ -109,6 +112,7 @@ class LineCurves:
 
 TARGETS_1D = {"ood": ood_target, "hifreq": hifreq_target}  # 1-D tasks whose target line_curves can draw
 Done = tuple[list[RunResult], int]  # one program's replicas in seed order and how many of them trained here
+Job = tuple[Variant, str]  # one (model, task) program of a Study.run_jobs call
 
 
 def show_progress(progress: bool | None = None) -> bool:
@@ -227,6 +231,7 @@ class Study:
         step: str = "",
         progress: bool | None = None,
         scheduler: str | None = None,
+        extra: Sequence[str] = (),
     ) -> None:
         if not seeds:
             raise ValueError("seeds must name at least one seed")
@@ -246,15 +251,23 @@ class Study:
         # a Dask scheduler's address: programs train on its workers (rnlib.training.pool); "" trains here
         self.scheduler = pool.scheduler_address(scheduler)
         self.placements: list[tuple[str, str, str]] = []  # (model, task, worker) of each program sent there
+        # record columns written after COLUMNS: `val_value` (the validation metric) and the names of the tags
+        # `run(..., tags=)` sets; none by default, so the version notebooks' record files keep their columns
+        self.extra = tuple(extra)
         self.frames: list[pd.DataFrame] = []
         self.trained = self.reused = 0
         self.seconds = 0.0
 
     @property
+    def columns(self) -> list[str]:
+        """The columns of this study's records: protocol §7's, then ``extra``."""
+        return [*COLUMNS, *self.extra]
+
+    @property
     def records(self) -> pd.DataFrame:
         """Every record this study has produced so far (a run repeated by a later call is kept once)."""
         if not self.frames:
-            return pd.DataFrame(columns=COLUMNS)
+            return pd.DataFrame(columns=self.columns)
         with warnings.catch_warnings():  # all-NA columns (id_value off `ood`) are expected; keep pandas quiet
             warnings.simplefilter("ignore", FutureWarning)
             records = pd.concat(self.frames, ignore_index=True)
@@ -275,34 +288,55 @@ class Study:
         *,
         budget: int | Mapping[str, int] | None = None,
         progress: bool | None = None,
+        seeds: Sequence[int] | None = None,
+        tags: Mapping[str, object] | None = None,
     ) -> Results:
         """Train every model on every task over the study's seeds (cached), append and write the records.
 
         The (model, task) programs the cache lacks train ``self.workers`` at a time, one thread each.
-        ``progress`` shows or hides the bar of programs done (default: the Study's, else ``show_progress``).
+        ``progress`` shows or hides the bar of programs done (default: the Study's, else ``show_progress``);
+        ``seeds`` and ``tags`` are as in ``run_jobs``.
         """
-        start = time.perf_counter()
         models = [m if isinstance(m, Variant) else Variant(m) for m in models]
-        jobs = [
-            (model, task, self.budget_for(task, budget))
-            for task in (resolve_tasks(tasks) if tasks is not None else self.tasks)
-            for model in models
-        ]
+        jobs = [(m, t) for t in (resolve_tasks(tasks) if tasks is not None else self.tasks) for m in models]
+        return self.run_jobs(jobs, budget=budget, progress=progress, seeds=seeds, tags=tags)
+
+    def run_jobs(
+        self,
+        jobs: Sequence[Job],
+        *,
+        budget: int | Mapping[str, int] | None = None,
+        progress: bool | None = None,
+        seeds: Sequence[int] | None = None,
+        tags: Mapping[str, object] | None = None,
+    ) -> Results:
+        """As ``run`` for given (model, task) pairs (the tuning track trains each task's chosen setting):
+        over ``seeds`` (default: the study's), each record carrying the constant columns ``tags`` (each must
+        be one of the study's ``extra`` columns)."""
+        start = time.perf_counter()
+        seeds = [int(s) for s in (self.seeds if seeds is None else seeds)]
+        if not seeds:
+            raise ValueError("seeds must name at least one seed")
+        tags = dict(tags or {})
+        if set(tags) - set(self.extra):
+            raise ValueError(f"tags {sorted(set(tags) - set(self.extra))} are not among the study's extra "
+                             f"columns {list(self.extra)}; declare them with Study(extra=...)")  # fmt: skip
+        programs = [(model, task, self.budget_for(task, budget), seeds) for model, task in jobs]
         show = show_progress(self.progress if progress is None else progress)
         # on a cluster every program is submitted at once (threads here only wait); locally, one per core
-        workers = len(jobs) if self.scheduler else self.workers
-        with progress_bar(len(jobs), self.version, show) as tick:
-            done = runtime.map_programs(lambda job: tick(self.train_cached(*job)), jobs, workers)
-        results = Results(records=pd.DataFrame(columns=COLUMNS))
+        workers = len(programs) if self.scheduler else self.workers
+        with progress_bar(len(programs), self.version, show) as tick:
+            done = runtime.map_programs(lambda job: tick(self.train_cached(*job)), programs, workers)
+        results = Results(records=pd.DataFrame(columns=self.columns))
         rows = []
-        for (model, task, b), (runs, trained) in zip(jobs, done, strict=True):
+        for (model, task, b, _), (runs, trained) in zip(programs, done, strict=True):
             results.runs[(model.name, task)] = runs
-            rows += [self.record(model, task, b, r) for r in runs]
+            rows += [{**self.record(model, task, b, r), **tags} for r in runs]
             self.trained += trained
             self.reused += len(runs) - trained
-        results.records = pd.DataFrame(rows, columns=COLUMNS)
+        results.records = pd.DataFrame(rows, columns=self.columns)
         self.frames.append(results.records)
-        write_records(self.records, self.records_path)
+        write_records(self.records, self.records_path, extra=self.extra)
         self.seconds += time.perf_counter() - start
         return results
 
@@ -324,7 +358,7 @@ class Study:
             sizing, options = self.settings(model, self.budget_for(task, budget))
             net, _ = train_models(
                 model.neuron, task, list(seeds or self.seeds), **sizing, depth=self.depth, **options,
-                config=self.config,
+                config=self.config_for(model),
             )  # fmt: skip
             return net.eval()
 
@@ -383,26 +417,34 @@ class Study:
         sizing = {"width": model.width} if model.width else {"budget": budget}
         return sizing, {"omega": self.omega if model.omega is None else model.omega, "init": model.init}
 
-    def train_cached(self, model: Variant, task: str, budget: int) -> tuple[list[RunResult], int]:
-        """Each seed's replica from the cache, training the missing seeds together in one batch.
+    def config_for(self, model: Variant) -> TrainConfig:
+        """The study's training protocol with ``model``'s own learning rate, if it has one."""
+        return self.config if model.lr is None else replace(self.config, lr=model.lr)
 
-        Returns the replicas in seed order and how many of them were trained here.
+    def train_cached(
+        self, model: Variant, task: str, budget: int, seeds: Sequence[int] | None = None
+    ) -> tuple[list[RunResult], int]:
+        """Each seed's replica (default: the study's seeds) from the cache, the missing seeds trained together
+        in one batch. Returns the replicas in seed order and how many of them were trained here.
         """
+        seeds = list(self.seeds if seeds is None else seeds)
         sizing, options = self.settings(model, budget)
+        config = self.config_for(model)  # equal to the study's for lr=None: the same keys as before
         keys = {
-            s: cache_key(model.neuron, task, s, {**sizing, "depth": self.depth}, options, self.config)
-            for s in self.seeds
+            s: cache_key(model.neuron, task, s, {**sizing, "depth": self.depth}, options, config)
+            for s in seeds
         }
         found, missing = self.cache.fill(
             keys,
-            f"{model.neuron}|{task}|{sizing}|{options}|{self.config}",
-            lambda seeds: self.train_program(model, task, seeds, {**sizing, **options}),
+            f"{model.neuron}|{task}|{sizing}|{options}|{config}",
+            lambda todo: self.train_program(model, task, todo, {**sizing, **options}),
         )
-        return [found[s] for s in self.seeds], len(missing)
+        return [found[s] for s in seeds], len(missing)
 
     def train_program(self, model: Variant, task: str, seeds: list[int], settings: dict) -> list[RunResult]:
         """One program: ``seeds`` of ``model`` on ``task`` as replicas, here or on the cluster's workers."""
-        options = {**settings, "depth": self.depth, "config": self.config, "callbacks": DEFAULT_RECORDERS}
+        config = self.config_for(model)
+        options = {**settings, "depth": self.depth, "config": config, "callbacks": DEFAULT_RECORDERS}
         if not self.scheduler:
             return train(model.neuron, task, seeds, **options)
         runs, worker = pool.train_remote(self.scheduler, model.neuron, task, seeds, **options)
@@ -410,7 +452,7 @@ class Study:
         return runs
 
     def record(self, model: Variant, task: str, budget: int, r: RunResult) -> dict:
-        """One protocol §7 record."""
+        """One protocol §7 record, and the replica's validation metric (written when ``extra`` names it)."""
         return {
             "version": self.version,
             "neuron": model.neuron,
@@ -432,9 +474,10 @@ class Study:
             "omega": self.settings(model, budget)[1]["omega"],
             "init": model.init,
             "depth": self.depth,
-            "lr": self.config.lr,
+            "lr": self.config_for(model).lr,
             "total_steps": self.config.steps,
             "diverged_step": r.diverged_step,
+            "val_value": r.val_value,
         }
 
     def summary_line(self) -> str:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
@@ -67,6 +68,8 @@ class RunResult:
     diverged: bool
     diverged_step: int | None
     seconds: float  # the batch's wall time divided by its replicas
+    stopped: str | None = None  # why a ``Stop`` ended this replica early ("fitted", "plateau", ...)
+    val_value: float | None = None  # the metric on the validation split (protocol §4); None without one
     curve: list[tuple[int, float]] = field(default_factory=list)
     diagnostics: dict[str, list[float]] = field(default_factory=dict)
 
@@ -88,6 +91,21 @@ class TrainState:
 
 
 Callback = Callable[[TrainState], None]
+
+
+class Stop(Protocol):
+    """An early stop, checked every ``every`` steps after the update; part of the result cache key.
+
+    ``reasons(step, losses, train_metric)`` gets the steps done so far, each replica's loss curve up to them
+    ``(step, M)`` and its training metric now ``(M,)``; it returns one reason per replica, "" to go on. A
+    replica's result is frozen at its first reason (its metrics then, ``steps`` = that step), whatever the
+    batch does afterwards, so it never depends on which seeds it trained with; the batch ends when every
+    replica has one.
+    """
+
+    every: int
+
+    def reasons(self, step: int, losses: Tensor, train_metric: Tensor) -> list[str]: ...
 
 
 class FlatAdam:
@@ -137,6 +155,8 @@ def stack_tasks(tasks: Sequence[Task], device: str) -> dict[str, Tensor]:
     names = ["x_train", "y_train", "x_test", "y_test"]
     if tasks[0].x_id_test is not None:
         names += ["x_id_test", "y_id_test"]
+    if tasks[0].x_val is not None:
+        names += ["x_val", "y_val"]
     return {k: torch.stack([getattr(t, k) for t in tasks]).to(device) for k in names}
 
 
@@ -162,6 +182,38 @@ def fused_step(
     return None if why else fused.FusedStep(model, x, y, metric)
 
 
+class Frozen:
+    """Each replica's result at its first stop reason: what ``train_models`` reports under a ``Stop``."""
+
+    def __init__(self, stop: Stop, data: dict[str, Tensor], metric: str) -> None:
+        self.stop, self.data, self.metric = stop, data, metric
+        self.at: dict[int, dict] = {}  # replica -> its frozen fields
+
+    @torch.no_grad()
+    def check(self, step: int, model: RichNet, losses: Tensor) -> bool:
+        """Ask the stop about the ``step`` steps done; freeze newly stopped replicas; True when all are."""
+        d = self.data
+        train_metric = replica_metric(model(d["x_train"]), d["y_train"], self.metric)
+        reasons = self.stop.reasons(step, losses[:step], train_metric)
+        new = [m for m, why in enumerate(reasons) if why and m not in self.at]
+        if new:
+            value = replica_metric(model(d["x_test"]), d["y_test"], self.metric)
+            for m in new:
+                self.at[m] = {"value": float(value[m]), "train_value": float(train_metric[m]),
+                              "steps": step, "stopped": reasons[m]}  # fmt: skip
+        return len(self.at) == model.replicas
+
+    def apply(self, results: list[RunResult]) -> list[RunResult]:
+        """``results`` with every stopped replica's fields replaced by their frozen values."""
+        out = []
+        for m, r in enumerate(results):
+            if m in self.at:
+                at = self.at[m]
+                r = replace(r, **at, curve=[(s, c) for s, c in r.curve if s < at["steps"]])
+            out.append(r)
+        return out
+
+
 def train(neuron: str, task: str, seeds: Sequence[int], **kwargs: object) -> list[RunResult]:
     """Train one replica per seed of ``neuron`` on ``task``, all at once; one ``RunResult`` per seed."""
     return train_models(neuron, task, seeds, **kwargs)[1]
@@ -179,10 +231,12 @@ def train_models(
     init: str = "default",
     config: TrainConfig = TrainConfig(),
     callbacks: Sequence[Callback] = (),
+    stop: Stop | None = None,
 ) -> tuple[RichNet, list[RunResult]]:
     """As ``train``, also returning the trained batched model (replica ``m`` is ``seeds[m]``).
 
     ``task`` is a registry name or a function from seed to ``Task`` (for data made elsewhere, e.g. capacity).
+    ``stop`` ends replicas early (capacity probes); without it every replica trains ``config.steps`` steps.
     """
     runtime.retain_freed_memory()
     start = time.perf_counter()
@@ -202,6 +256,7 @@ def train_models(
     recording = config.record_every > 0 and callbacks
     x_probe = data["x_test"][:, : config.probe_points]
     fast = fused_step(model, x, y, spec.metric, config)
+    frozen = Frozen(stop, data, spec.metric) if stop is not None else None
     for step in range(config.steps):
         if fast is not None:
             loss = fast()  # (M,); overwrites every gradient
@@ -215,7 +270,13 @@ def train_models(
             for cb in callbacks:
                 cb(state)
         adam.step(cosine_lr(config.lr, step, config.steps))
+        done = step + 1
+        if frozen is not None and done % frozen.stop.every == 0 and frozen.check(done, model, losses):
+            losses = losses[:done]
+            break
     results = evaluate(model, data, spec, losses, config)
+    if frozen is not None:
+        results = frozen.apply(results)
     seconds = (time.perf_counter() - start) / len(seeds)
     for r, d in zip(results, diagnostics, strict=True):
         r.seconds, r.diagnostics = seconds, d
@@ -226,15 +287,17 @@ def train_models(
 def evaluate(
     model: RichNet, data: dict[str, Tensor], spec: Task, losses: Tensor, config: TrainConfig
 ) -> list[RunResult]:
-    """Final metrics per replica, divergence and the sub-sampled loss curve."""
-    metric = spec.metric
+    """Final metrics per replica, divergence and the sub-sampled loss curve of the steps done (``losses``)."""
+    metric, steps = spec.metric, losses.shape[0]
     value = replica_metric(model(data["x_test"]), data["y_test"], metric).tolist()
     train_value = replica_metric(model(data["x_train"]), data["y_train"], metric).tolist()
-    id_value = [None] * model.replicas
+    id_value = val_value = [None] * model.replicas
     if "x_id_test" in data:
         id_value = replica_metric(model(data["x_id_test"]), data["y_id_test"], metric).tolist()
+    if "x_val" in data:
+        val_value = replica_metric(model(data["x_val"]), data["y_val"], metric).tolist()
     bad_step = first_nonfinite(losses)
-    keep = torch.linspace(0, config.steps - 1, min(config.curve_points, config.steps)).round().long()
+    keep = torch.linspace(0, steps - 1, min(config.curve_points, steps)).round().long()
     curve = losses[keep.to(losses.device)].cpu()  # (points, M)
     results = []
     for m, seed in enumerate(model.seeds):
@@ -250,11 +313,10 @@ def evaluate(
                 value=value[m],
                 train_value=train_value[m],
                 id_value=id_value[m],
-                steps=config.steps if bad_step[m] is None else bad_step[m],
+                val_value=val_value[m],
+                steps=steps if bad_step[m] is None else bad_step[m],
                 diverged=diverged,
-                diverged_step=bad_step[m]
-                if bad_step[m] is not None
-                else (config.steps if diverged else None),
+                diverged_step=bad_step[m] if bad_step[m] is not None else (steps if diverged else None),
                 seconds=0.0,
                 curve=[(int(s), float(c)) for s, c in zip(keep.tolist(), curve[:, m].tolist(), strict=True)],
             )
