@@ -124,3 +124,62 @@ def test_the_runner_sends_a_real_notebooks_programs_to_a_local_pool(
         )
     numbers = [c for c in NUMBERS if c in runs["here"]]
     pd.testing.assert_frame_equal(runs["pool"][numbers], runs["here"][numbers], check_exact=True)
+
+
+@pytest.mark.slow
+def test_capacity_probes_on_the_cluster_give_the_local_answer(tmp_path: Path, cluster: LocalDask) -> None:
+    """measure_capacity with a scheduler: every probe (with its stop rule) trains on the workers and the
+    records, checks and chosen lr are those of the local run, bit for bit."""
+    from rnlib.training.capacity_search import measure_capacity
+
+    kwargs = dict(kinds=["binary"], steps=80, patience=25, max_points=1024, records=None, workers=1)
+    local = measure_capacity(
+        ["vanilla", "singlu"], [120], [0, 1], cache=ResultCache(tmp_path / "l"), **kwargs
+    )
+    remote = measure_capacity(["vanilla", "singlu"], [120], [0, 1], cache=ResultCache(tmp_path / "r"),
+                              scheduler=cluster.address, **kwargs)  # fmt: skip
+    columns = ["neuron", "seed", "value", "upper", "train_value", "steps", "lr", "lower_bound"]
+    pd.testing.assert_frame_equal(remote.records[columns], local.records[columns], check_exact=True)
+    pd.testing.assert_frame_equal(remote.checks, local.checks, check_exact=True)
+    assert remote.trained == local.trained > 0
+
+
+def test_a_program_whose_scheduler_connection_was_lost_is_submitted_again(monkeypatch) -> None:
+    """A cancelled future (the client lost its scheduler) is resubmitted on a fresh client; a program's own
+    error is raised at once; after pool.ATTEMPTS losses the error names the program and the scheduler."""
+    import concurrent.futures
+
+    class Future:
+        def __init__(self, outcome):
+            self.outcome = outcome
+
+        def result(self):
+            if isinstance(self.outcome, BaseException):
+                raise self.outcome
+            return self.outcome
+
+    outcomes: list = []
+    clients: list = []
+
+    class Client:
+        def __init__(self):
+            clients.append(self)
+
+        def submit(self, *args, **kwargs):
+            return Future(outcomes.pop(0))
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(pool, "CLIENTS", {})
+    monkeypatch.setattr(pool, "client", lambda address: pool.CLIENTS.setdefault(address, Client()))
+    outcomes[:] = [concurrent.futures.CancelledError(), ([], "tcp://w")]
+    assert pool.train_remote("tcp://s", "vanilla", "spiral", [0]) == ([], "tcp://w") and len(clients) == 2
+    outcomes[:] = [ValueError("diverged badly")]
+    with pytest.raises(ValueError, match="diverged badly"):
+        pool.train_remote("tcp://s", "vanilla", "spiral", [0])
+    outcomes[:] = [concurrent.futures.CancelledError()] * pool.ATTEMPTS
+    with pytest.raises(
+        RuntimeError, match=f"vanilla on spiral: lost the Dask scheduler tcp://s {pool.ATTEMPTS}"
+    ):
+        pool.train_remote("tcp://s", "vanilla", "spiral", [0])

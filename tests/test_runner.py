@@ -361,3 +361,16 @@ def test_relative_records_paths_are_under_the_repository_root_not_the_working_di
     assert written == root / "executed/run/.tmp/v01.records.csv" and written.exists()
     assert not (elsewhere / "executed").exists()
     assert list(read_records("executed/run/.tmp/v01.records.csv").columns) == list(COLUMNS)
+
+
+def test_the_runner_pools_programs_locally_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`rnlib run` defaults to the local program pool; `--scheduler none` leaves programs to the kernels."""
+    from rnlib.batch import cli
+
+    seen = {}
+    monkeypatch.setattr(cli, "run_profile", lambda profile, out, **kw: seen.update(kw) or [])
+    profile = str(PARAMETERS_DIR / "smoke.run.yaml")
+    assert main(["run", profile]) == 0 and seen["scheduler"] == "local"
+    assert main(["run", profile, "--scheduler", "none"]) == 0 and seen["scheduler"] is None
+    assert main(["run", profile, "--scheduler", "tcp://127.0.0.1:1"]) == 0
+    assert seen["scheduler"] == "tcp://127.0.0.1:1"

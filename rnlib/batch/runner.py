@@ -7,7 +7,8 @@ A run folder (``executed/<profile name>`` unless ``--out``) holds::
     <stem>.failed.ipynb               a failed job's partial notebook, kept for reading
     .jobs/<stem>.json                 written last, atomically: job id, status, seconds, cell, error
     .jobs/profile.yaml                the run profile, as run (and .jobs/parameters.yaml, the file it names)
-    .jobs/kernels.log                 what kernels and pool workers wrote to stdout/stderr
+    .jobs/kernels.log                 what kernels wrote to stdout/stderr
+    .jobs/pool.log                    what the local pool's scheduler and workers wrote
     .tmp/<stem>-<token>/              where a job runs; nothing in it looks complete
 
 A job is complete only when its status file says ``done`` for the job's current id. Local kernels run in the
@@ -49,9 +50,7 @@ START_BACKOFF = 1.0  # seconds before the first retry of a kernel start; doubled
 START_ERRORS = ("Kernel died before replying", "Kernel didn't respond", "Address already in use")
 # with --scheduler the kernels only submit programs and wait, so more of them run than there are cores
 MAX_KERNELS = 16
-LOCAL_POOL = (
-    "local"  # --scheduler local (the default): a LocalCluster of --workers processes for the run's programs
-)
+LOCAL_POOL = "local"  # --scheduler local (the default): a scheduler and --workers workers for the run
 NO_POOL = "none"  # --scheduler none: each kernel trains its own programs (notebook-level parallelism)
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "RNLIB_THREADS")
 ADDED_TAGS = {"injected-parameters", "papermill-error-cell-tag"}  # cells papermill adds to a notebook
@@ -242,18 +241,18 @@ def run_local(
 
 
 @contextmanager
-def program_pool(scheduler: str, workers: int) -> Iterator[str]:
+def program_pool(scheduler: str, workers: int, folder: Path) -> Iterator[str]:
     """The scheduler address the kernels send programs to: ``scheduler`` itself (checked now), or for
-    ``local`` a Dask LocalCluster of ``workers`` single-threaded worker processes on 127.0.0.1 for the run."""
+    ``local`` a scheduler and ``workers`` single-threaded workers on 127.0.0.1 for the run, each a process of
+    its own (``pool.LocalPool``), logging to ``folder``/pool.log."""
     if scheduler != LOCAL_POOL:
         connect(scheduler)
         yield scheduler
         return
-    from distributed import LocalCluster
+    from rnlib.training.pool import LocalPool
 
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as cluster:  # fmt: skip
-        yield cluster.scheduler_address
+    with open(folder / "pool.log", "a") as log, LocalPool(folder, workers, log) as local:
+        yield local.address
 
 
 def connect(address: str) -> None:
@@ -353,7 +352,7 @@ def run_stage(
             bar.update()
 
         if tasks and scheduler:  # kernels here, their training programs on the cluster (rnlib.training.pool)
-            with program_pool(scheduler, workers) as address:
+            with program_pool(scheduler, workers, out / ".jobs") as address:
                 kernels = max(workers, min(len(tasks), MAX_KERNELS))
                 env = {SCHEDULER_ENV: address}
                 run_local(tasks, kernels, timeout, on_done, out / ".jobs" / "kernels.log", env)

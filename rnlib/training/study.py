@@ -323,8 +323,9 @@ class Study:
                              f"columns {list(self.extra)}; declare them with Study(extra=...)")  # fmt: skip
         programs = [(model, task, self.budget_for(task, budget), seeds) for model, task in jobs]
         show = show_progress(self.progress if progress is None else progress)
-        # on a cluster every program is submitted at once (threads here only wait); locally, one per core
-        workers = len(programs) if self.scheduler else self.workers
+        # on a cluster up to pool.IN_FLIGHT programs are submitted at once (threads here only wait); locally,
+        # one per core
+        workers = min(len(programs), pool.IN_FLIGHT) if self.scheduler else self.workers
         with progress_bar(len(programs), self.version, show) as tick:
             done = runtime.map_programs(lambda job: tick(self.train_cached(*job)), programs, workers)
         results = Results(records=pd.DataFrame(columns=self.columns))
