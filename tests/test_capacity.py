@@ -276,3 +276,27 @@ def test_notebook_executes_and_writes_records(tmp_path, monkeypatch):
     rec = pd.read_csv(records)
     assert len(rec) == 2 * 2 and set(rec["neuron"]) == {"vanilla", "siren"}  # binary labels by default
     assert (rec["version"] == "capacity").all() and (rec["kind"] == "capacity").all()
+
+
+def test_a_replica_that_diverges_after_its_stop_keeps_its_stopped_result():
+    """A replica frozen at its stop is not marked diverged by what its batch did to it afterwards: here every
+    weight turns NaN at step 50, after seed 0 stopped (step 25) and before seed 1 did (step 100)."""
+
+    class StopSeedZeroFirst(FitOrPlateau):
+        def reasons(self, step, losses, train_metric):
+            return ["plateau" if m == 0 or step >= 100 else "" for m in range(len(train_metric))]
+
+    def poison(state):
+        if state.step == 50:
+            for p in state.model.parameters():
+                p.data.fill_(float("nan"))
+
+    stop = StopSeedZeroFirst("binary", 1.0, 25, 400, 0.0)
+    task = functools.partial(capacity_search.capacity_task, "binary", 64, budget=200)
+    config = TrainConfig(steps=300, lr=1e-2, record_every=50)
+    _, (first, second) = train_models("vanilla", task, [0, 1], width=8, config=config, stop=stop,
+                                      callbacks=[poison])  # fmt: skip
+    _, (alone,) = train_models("vanilla", task, [0], width=8, config=config, stop=stop)
+    assert second.diverged and second.diverged_step is not None and second.diverged_step >= 50
+    assert first.steps == alone.steps == 25 and not first.diverged and first.diverged_step is None
+    assert first.train_value == alone.train_value and first.value == alone.value

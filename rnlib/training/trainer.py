@@ -182,6 +182,9 @@ def fused_step(
     return None if why else fused.FusedStep(model, x, y, metric)
 
 
+FROZEN_SPLITS = {"value": "test", "id_value": "id_test", "val_value": "val"}  # RunResult field -> split
+
+
 class Frozen:
     """Each replica's result at its first stop reason: what ``train_models`` reports under a ``Stop``."""
 
@@ -197,19 +200,25 @@ class Frozen:
         reasons = self.stop.reasons(step, losses[:step], train_metric)
         new = [m for m, why in enumerate(reasons) if why and m not in self.at]
         if new:
-            value = replica_metric(model(d["x_test"]), d["y_test"], self.metric)
+            splits = {
+                name: replica_metric(model(d[f"x_{split}"]), d[f"y_{split}"], self.metric)
+                for name, split in FROZEN_SPLITS.items()
+                if f"x_{split}" in d
+            }
             for m in new:
-                self.at[m] = {"value": float(value[m]), "train_value": float(train_metric[m]),
-                              "steps": step, "stopped": reasons[m]}  # fmt: skip
+                self.at[m] = {name: float(v[m]) for name, v in splits.items()}
+                self.at[m].update(train_value=float(train_metric[m]), steps=step, stopped=reasons[m])
         return len(self.at) == model.replicas
 
-    def apply(self, results: list[RunResult]) -> list[RunResult]:
-        """``results`` with every stopped replica's fields replaced by their frozen values."""
+    def apply(self, results: list[RunResult], losses: Tensor) -> list[RunResult]:
+        """``results`` with every stopped replica's metrics, steps, divergence and curve as at its stop."""
         out = []
         for m, r in enumerate(results):
             if m in self.at:
                 at = self.at[m]
-                r = replace(r, **at, curve=[(s, c) for s, c in r.curve if s < at["steps"]])
+                bad = first_nonfinite(losses[: at["steps"], m : m + 1])[0]  # what came after is not its own
+                r = replace(r, **at, diverged=bad is not None, diverged_step=bad,
+                            curve=[(s, c) for s, c in r.curve if s < at["steps"]])  # fmt: skip
             out.append(r)
         return out
 
@@ -276,7 +285,7 @@ def train_models(
             break
     results = evaluate(model, data, spec, losses, config)
     if frozen is not None:
-        results = frozen.apply(results)
+        results = frozen.apply(results, losses)
     seconds = (time.perf_counter() - start) / len(seeds)
     for r, d in zip(results, diagnostics, strict=True):
         r.seconds, r.diagnostics = seconds, d
