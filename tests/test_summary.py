@@ -179,10 +179,10 @@ def test_findings_on_the_designed_study(run: summary.Summary) -> None:
     assert [x.number for x in run.findings] == [1, 2, 3, 4, 5, 6]
     assert [x.verdict for x in run.findings] == ["supported"] * 6
     assert (
-        "ratio 1.25×" in f[1].evidence
+        "ratio ×1.25 [" in f[1].evidence
         and "168,327× ratio of two such MSEs is not a measurement" in f[1].evidence
     )
-    assert "lower bound" in f[1].evidence
+    assert "not checked for convergence" in f[1].evidence  # these records predate the checks
     assert (
         "needs 4 decided wins of 5 learned, untied tasks" in f[2].evidence
         and "checkerboard: vanilla" in f[2].evidence
@@ -239,7 +239,13 @@ def test_finding_1_verdicts(verdict: str) -> None:
                     {**row, "neuron": "singlu", "bits_per_param": base / f}]  # fmt: skip
     study = [rec(n, "memorize", s, 1e-12) for n in ("singlu", "vanilla") for s in SEEDS]
     f = summary.finding_capacity(frame(study + cap))
-    assert f.verdict == verdict and "lower bound" in f.evidence
+    assert f.verdict == verdict and "not checked for convergence" in f.evidence
+    checked = [{**r, "lower_bound": r["neuron"] == "vanilla" and r["budget"] == 4000} for r in cap]
+    f = summary.finding_capacity(frame(study + checked))
+    assert f.verdict == verdict and "lower bounds (a convergence check" in f.evidence
+    assert "vanilla at 4000" in f.evidence and "singlu at" not in f.evidence
+    f = summary.finding_capacity(frame(study + [{**r, "lower_bound": False} for r in cap]))
+    assert "every singlu and vanilla capacity passed the convergence checks" in f.evidence
 
 
 @pytest.mark.parametrize(("singlu_wins", "noisy", "verdict"),

@@ -75,8 +75,13 @@ def analysis() -> dict[str, str]:
     import pandas as pd
 
     from rnlib.analysis import summary
+    from rnlib.records import TUNING_COLUMNS
 
-    records = summary.deduplicate(pd.read_csv(RECORDS))
+    raw = pd.read_csv(RECORDS)
+    tuned = raw[summary.is_tuned(raw)]
+    records = summary.deduplicate(
+        raw[~summary.is_tuned(raw)].drop(columns=list(TUNING_COLUMNS), errors="ignore")
+    )
     regime = summary.regime_map(records)
     out = {
         "main_table": digest(summary.main_table(records).to_csv()),
@@ -87,6 +92,10 @@ def analysis() -> dict[str, str]:
     }
     for f in [*summary.all_findings(records), summary.glu_control(records)]:
         out[f"finding {f.number}"] = digest(f.verdict, f.evidence, f.table.to_csv())
+    for f in summary.after_tuning(tuned):  # the tuning track (notebooks/tuned), when the records hold it
+        out[f"after tuning {f.number}"] = digest(f.verdict, f.evidence, f.table.to_csv())
+    if len(tuned):
+        out["regime after tuning"] = digest(summary.regime_map(tuned).to_csv())
     return out
 
 
