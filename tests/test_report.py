@@ -116,3 +116,17 @@ def test_versions_block_reads_each_executed_notebook_and_the_catalog(run_dir: Pa
     assert "| free phase | `v10_free_phase`: $\\sin(\\omega g+\\pi\\tanh\\varphi)\\odot v$ |" in row
     assert "| A free phase beats both baselines. |" in row
     assert row.endswith("| the hypothesis did not hold |")
+
+
+def test_the_answer_says_which_findings_survive_tuning() -> None:
+    """summary.json's after_tuning rows become one sentence: kept, changed (from → to) and not tested."""
+    rows = [
+        {"finding": "1", "original protocol": "supported", "after tuning": "not tested"},
+        {"finding": "2", "original protocol": "supported", "after tuning": "contradicted"},
+        {"finding": "3", "original protocol": "undecided", "after tuning": "undecided"},
+        {"finding": "control", "original protocol": "undecided", "after tuning": "undecided"},
+    ]
+    text = report.survival(rows)
+    assert "the same verdict: finding 3, the control;" in text
+    assert "changed: finding 2 supported → contradicted; not tested: finding 1." in text
+    assert report.survival([]) == ""

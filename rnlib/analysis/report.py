@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from rnlib.analysis import plots
 from rnlib.analysis.capacity import capacity_figure
 from rnlib.analysis.summary import (
+    NOT_TESTED,
     Summary,
     budget_sweep,
     core,
@@ -344,7 +345,27 @@ def render_answer(run_dir: str | Path) -> str:
     return (
         f"- **Does a richer neuron store more per parameter?** In capacity (random labels), {storage}.\n"
         f"- **Which neuron wins which kind of task?** {kinds[0].upper()}{kinds[1:]}.\n"
-        f"- **The original study's six findings, checked at a matched budget:** {tally} (Results below).\n"
+        f"- **The original study's six findings, checked at a matched budget:** {tally} (Results below)."
+        f"{survival(data.get('after_tuning') or [])}\n"
+    )
+
+
+def survival(rows: list[dict]) -> str:
+    """One sentence from summary.json's ``after_tuning``: which findings keep their verdict after tuning."""
+    if not rows:
+        return ""
+    name = {str(r["finding"]): f"finding {r['finding']}" if r["finding"] != "control" else "the control"
+            for r in rows}  # fmt: skip
+    tested = [r for r in rows if r["after tuning"] not in (NOT_TESTED, "no tuned records")]
+    kept = [name[str(r["finding"])] for r in tested if r["after tuning"] == r["original protocol"]]
+    moved = [f"{name[str(r['finding'])]} {r['original protocol']} → {r['after tuning']}"
+             for r in tested if r["after tuning"] != r["original protocol"]]  # fmt: skip
+    untested = [name[str(r["finding"])] for r in rows if r not in tested]
+    return (
+        " After tuning each neuron's learning rate and ω on validation (docs/protocol.md §9), "
+        f"the same verdict: {', '.join(kept) or 'none'}; changed: {', '.join(moved) or 'none'}"
+        + (f"; not tested: {', '.join(untested)}" if untested else "")
+        + "."
     )
 
 
