@@ -266,6 +266,7 @@ def test_notebook_executes_and_writes_records(tmp_path, monkeypatch):
             patience=25,
             max_points=256,
             longer_factors=[2],
+            larger={"vanilla": [400]},
             records=str(records),
         ),
         kernel_name="python3",
@@ -274,7 +275,8 @@ def test_notebook_executes_and_writes_records(tmp_path, monkeypatch):
     executed = json.loads((tmp_path / "capacity.ipynb").read_text())["cells"]
     assert any("image/png" in o.get("data", {}) for c in executed for o in c.get("outputs", []))  # the figure
     rec = pd.read_csv(records)
-    assert len(rec) == 2 * 2 and set(rec["neuron"]) == {"vanilla", "siren"}  # binary labels by default
+    assert len(rec) == 2 * 2 + 2 and set(rec["neuron"]) == {"vanilla", "siren"}  # binary labels by default
+    assert sorted(rec.loc[rec["neuron"] == "vanilla", "budget"].unique()) == [200, 400]
     assert (rec["version"] == "capacity").all() and (rec["kind"] == "capacity").all()
 
 
@@ -300,3 +302,15 @@ def test_a_replica_that_diverges_after_its_stop_keeps_its_stopped_result():
     assert second.diverged and second.diverged_step is not None and second.diverged_step >= 50
     assert first.steps == alone.steps == 25 and not first.diverged and first.diverged_step is None
     assert first.train_value == alone.train_value and first.value == alone.value
+
+
+def test_larger_budgets_for_some_neurons_only(monkeypatch, tmp_path):
+    """``larger`` adds budgets to the neurons it names (a neuron not measured adds nothing; a typo fails)."""
+    planted(monkeypatch, lambda lr, steps, seed: 300)
+    larger = {"vanilla": [400], "singlu": [800]}
+    run = measure_capacity(["vanilla", "siren"], [200], [0], kinds=["binary"], records=None, workers=1,
+                           cache=ResultCache(tmp_path), larger=larger)  # fmt: skip
+    measured = sorted(zip(run.records["neuron"], run.records["budget"], strict=True))
+    assert measured == [("siren", 200), ("vanilla", 200), ("vanilla", 400)]
+    with pytest.raises(KeyError, match="unknown neuron 'vanila'"):
+        measure_capacity(["vanilla"], [200], [0], records=None, larger={"vanila": [400]})

@@ -19,7 +19,7 @@ import inspect
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from torch import Tensor
 
 from rnlib.core.catalog import CAPACITY_KINDS as KINDS
 from rnlib.core.models import DEFAULT_DEPTH, param_count
+from rnlib.core.neurons import neuron_class
 from rnlib.core.tasks import Task, generator_seed
 from rnlib.paths import EXECUTED_DIR
 from rnlib.records import COLUMNS, write_records
@@ -461,6 +462,7 @@ def measure_capacity(
     workers: int = 0,
     checks: bool = True,
     scheduler: str | None = None,
+    larger: Mapping[str, Sequence[int]] | None = None,
     **overrides: object,
 ) -> CapacityRun:
     """Capacity of every neuron × kind × budget × seed, searched and cached; writes the records CSV.
@@ -470,13 +472,16 @@ def measure_capacity(
     searches over the budgets, ascending; ``workers`` chains run at once (0: one per core), each training
     on one thread, so the records are the same bits for any ``workers``. ``checks=False`` skips the
     convergence checks (``CapacityRun``). With a Dask scheduler (``scheduler`` or ``$RNLIB_SCHEDULER``, as
-    ``Study``) every chain runs at once here and its probes train on the cluster's workers.
+    ``Study``) every chain runs at once here and its probes train on the cluster's workers. ``larger`` adds
+    budgets for some neurons only (the default profile measures vanilla and SinGLU at 4K too).
     """
     start = time.perf_counter()
     settings = replace(settings or CapacitySettings(), **overrides)
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
         raise KeyError(f"unknown capacity kind(s) {', '.join(unknown)}; valid: {', '.join(KINDS)}")
+    for name in larger or {}:  # a typo fails here, listing the registry; a neuron not measured adds nothing
+        neuron_class(name)
     if settings.select_seed in seeds:
         raise ValueError(
             f"select_seed {settings.select_seed} is also a measured seed; keep it apart from {seeds}"
@@ -490,7 +495,8 @@ def measure_capacity(
         history: list[tuple[int, float]] = []
         out = []
         lr = settings.lrs[0] if len(settings.lrs) == 1 else None  # one lr: nothing to choose
-        for budget in sorted(budgets):  # why ascending: each budget's first guess extrapolates the last
+        mine = sorted({int(b) for b in [*budgets, *(larger or {}).get(neuron, ())]})
+        for budget in mine:  # why ascending: each budget's first guess extrapolates the last
             guess = next_guess(history, budget, PRIOR_RATIO[kind])
             rows, check = run.measure(neuron, kind, int(budget), seeds, guess, lr, checks)
             lr = check["lr"]  # chosen at the smallest budget, kept for the larger ones
