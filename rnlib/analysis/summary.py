@@ -383,7 +383,7 @@ def finding_capacity(df: pd.DataFrame) -> Finding:
     ]  # fmt: skip
     evidence = f"{t.text()}; " + "; ".join(parts)
     cap = df[is_capacity(df) & df["neuron"].isin(["singlu", "vanilla"])]
-    bound = cap[cap["lower_bound"].fillna(False).astype(bool)] if "lower_bound" in cap else cap
+    bound = cap[cap["lower_bound"].eq(True)] if "lower_bound" in cap else cap  # NaN: not checked
     pairs_ = dict.fromkeys(zip(bound["neuron"], bound["budget"], strict=True))
     where = ", ".join(f"{n} at {int(b)}" for n, b in pairs_)
     evidence += (
