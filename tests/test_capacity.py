@@ -9,7 +9,7 @@ import papermill
 import pytest
 import torch
 
-from rnlib.analysis.capacity import capacity_figure, capacity_table, capacity_verdict
+from rnlib.analysis.capacity import capacity_figure, capacity_table, capacity_verdict, trend_line
 from rnlib.core.models import build_model, count_params, param_count
 from rnlib.paths import NOTEBOOKS_DIR
 from rnlib.training import capacity_search
@@ -314,3 +314,26 @@ def test_larger_budgets_for_some_neurons_only(monkeypatch, tmp_path):
     assert measured == [("siren", 200), ("vanilla", 200), ("vanilla", 400)]
     with pytest.raises(KeyError, match="unknown neuron 'vanila'"):
         measure_capacity(["vanilla"], [200], [0], records=None, larger={"vanila": [400]})
+
+
+def test_the_trend_line_names_each_neurons_own_range_and_why_a_curve_falls():
+    """Constructed records: vanilla measured 500-4K, falling, a lower bound at 4K; siren 500-2K and flat."""
+    rows = []
+    for neuron, curve in {
+        "vanilla": {500: 2.0, 1000: 1.5, 4000: 1.0},
+        "siren": {500: 3.0, 2000: 3.1},
+    }.items():
+        for budget, bits in curve.items():
+            for seed in range(3):
+                rows.append({"task": "capacity_binary", "neuron": neuron, "budget": budget, "params": budget,
+                             "seed": seed, "bits_per_param": bits * (1 + 0.01 * seed),
+                             "lower_bound": neuron == "vanilla" and budget == 4000})  # fmt: skip
+    line = trend_line(pd.DataFrame(rows))
+    change = "bits per parameter change by"
+    assert line.startswith(f"From 500 to 4,000 parameters, {change} vanilla ×0.50; "
+                           f"from 500 to 2,000 parameters, {change} siren ×1.03.")  # fmt: skip
+    assert "vanilla falls (a lower bound at 4,000: more training fits more there)." in line
+    flat = trend_line(pd.DataFrame(rows).query("neuron == 'siren'"))
+    assert flat.endswith(
+        "No curve falls below ×0.8: roughly flat, as a well-trained network's should be (protocol §8)."
+    )

@@ -14,7 +14,7 @@ import pytest
 from conftest import LocalDask
 
 from rnlib.provenance import SCHEDULER_ENV
-from rnlib.training import pool
+from rnlib.training import capacity_search, pool
 from rnlib.training.cache import ResultCache
 from rnlib.training.study import Study
 
@@ -160,12 +160,14 @@ def test_a_program_whose_scheduler_connection_was_lost_is_submitted_again(monkey
 
     outcomes: list = []
     clients: list = []
+    submitted: list = []
 
     class Client:
         def __init__(self):
             clients.append(self)
 
         def submit(self, *args, **kwargs):
+            submitted.append(kwargs)
             return Future(outcomes.pop(0))
 
         def close(self):
@@ -175,6 +177,10 @@ def test_a_program_whose_scheduler_connection_was_lost_is_submitted_again(monkey
     monkeypatch.setattr(pool, "client", lambda address: pool.CLIENTS.setdefault(address, Client()))
     outcomes[:] = [concurrent.futures.CancelledError(), ([], "tcp://w")]
     assert pool.train_remote("tcp://s", "vanilla", "spiral", [0]) == ([], "tcp://w") and len(clients) == 2
+    assert [k["priority"] for k in submitted] == [0, 0]  # resubmitted as it was
+    outcomes[:] = [([], "tcp://w")]
+    pool.train_remote("tcp://s", "vanilla", "spiral", [0], priority=capacity_search.CHAIN)
+    assert submitted[-1]["priority"] == capacity_search.CHAIN > 0  # a capacity probe goes first
     outcomes[:] = [ValueError("diverged badly")]
     with pytest.raises(ValueError, match="diverged badly"):
         pool.train_remote("tcp://s", "vanilla", "spiral", [0])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import nbformat
 import numpy as np
@@ -25,7 +26,7 @@ from rnlib.records import COLUMNS, TUNING_COLUMNS, read_records, write_records
 from rnlib.training.cache import ResultCache, cache_key
 from rnlib.training.study import Study, Variant
 from rnlib.training.trainer import TrainConfig, train_models
-from rnlib.training.tuning_jobs import chosen_jobs, trial_variants, tunable_tasks
+from rnlib.training.tuning_jobs import chosen_jobs, search, trial_variants, tunable_tasks
 
 LRS, OMEGAS = [1e-3, 3e-3, 1e-2], [1.0, 3.0, 10.0]
 PLAIN = [3.2e-4, 5.6e-4, 1e-3, 1.8e-3, 3.2e-3, 5.6e-3, 1e-2, 1.8e-2, 3.2e-2]
@@ -65,7 +66,6 @@ def test_unequal_grids_raise_one_line_naming_the_neurons() -> None:
 
 # ------------------------------------------------------------------------------------- the selection
 def test_selection_reads_validation_never_test() -> None:
-    grids = tuning.plan(["singlu", "vanilla"], [1e-3, 1e-2], [1.0, 3.0], [1e-3, 3e-3, 1e-2, 3e-2])
     rows = []
     for seed in (100, 101):  # two tuning seeds: the mean (geometric for MSE) over both decides
         rows += [trial("singlu", "nested2d", 1e-3, 1.0, 1e-2, 1e-5, seed),  # the test-best
@@ -74,18 +74,19 @@ def test_selection_reads_validation_never_test() -> None:
                  trial("singlu", "nested2d", 1e-2, 3.0, math.nan, math.nan, seed),  # diverged: never chosen
                  trial("vanilla", "spiral", 1e-3, 1.0, 0.90, 0.99, seed),  # accuracy: higher is better
                  trial("vanilla", "spiral", 3e-3, 1.0, 0.95, 0.80, seed),
-                 trial("vanilla", "spiral", 1e-2, 1.0, 0.95, 0.70, seed),  # a tie: the first in grid order
+                 trial("vanilla", "spiral", 1e-2, 1.0, 0.95, 0.70, seed),  # a tie: the first tried
                  trial("vanilla", "spiral", 3e-2, 1.0, 0.50, 0.99, seed)]  # fmt: skip
     trials = pd.DataFrame(rows)
-    chosen = tuning.select(trials, grids).set_index("neuron")
+    chosen = tuning.select(trials).set_index("neuron")
     assert chosen.loc["singlu", "setting"] == "lr 0.001, ω 3"
     assert chosen.loc["vanilla", "setting"] == "lr 0.003"
     assert math.isclose(chosen.loc["singlu", "val"], 10 ** np.log10([1e-3, 2e-3]).mean())
     # any test values at all give the same choice
     shuffled = trials.assign(value=np.random.default_rng(0).permutation(trials["value"].to_numpy()))
-    pd.testing.assert_frame_equal(tuning.select(shuffled, grids), tuning.select(trials, grids))
+    pd.testing.assert_frame_equal(tuning.select(shuffled), tuning.select(trials))
+    assert set(chosen["trials"]) == {4}
     # the agreement check reads test afterwards: validation's choice is not the test-best here
-    agree = tuning.agreement(trials, grids).set_index("neuron")
+    agree = tuning.agreement(trials).set_index("neuron")
     assert not agree["same_best"].any()
     assert agree.loc["singlu", "test_best"] == "lr 0.001, ω 1" and agree.loc["singlu", "regret"] == 4.0
     jobs = chosen_jobs(chosen.reset_index())
@@ -95,16 +96,114 @@ def test_selection_reads_validation_never_test() -> None:
     ]
 
 
-def test_edge_hits_count_choices_on_a_grid_edge() -> None:
+def planted(neuron: str, task: str, setting: tuning.Setting, seed: int = 100) -> dict:
+    """A trial whose validation MSE is a bowl in log lr (and log ω) with its bottom at lr 0.2, ω 4: beyond the
+    top of the starting grids' learning rates. Its test value ranks the settings the other way round."""
+    omega = 1.0 if setting.omega is None else setting.omega
+    bowl = math.log10(setting.lr / 0.2) ** 2 + (0.0 if setting.omega is None else math.log10(omega / 4) ** 2)
+    return trial(neuron, task, setting.lr, omega, 10**bowl * 1e-3, 10**-bowl, seed)
+
+
+class PlantedStudy:
+    """What ``tuning_jobs.search`` asks of a ``Study``, answered by ``planted`` instead of training."""
+
+    tasks = ("nested2d",)
+
+    def __init__(self) -> None:
+        self.rounds: list[int] = []
+
+    def records_of(self, jobs: list, seeds: list[int]) -> SimpleNamespace:
+        self.rounds.append(len(jobs))
+        rows = [planted(v.neuron, task, tuning.trial_setting(v.neuron, v.lr, v.omega or 1.0), seed)
+                for v, task in jobs for seed in seeds]  # fmt: skip
+        return SimpleNamespace(records=pd.DataFrame(rows))
+
+    def run(self, variants: list, *, seeds: list[int], tags: dict) -> SimpleNamespace:
+        assert tags == {"role": "trial"}
+        return self.records_of([(v, t) for v in variants for t in self.tasks], seeds)
+
+    def run_jobs(self, jobs: list, *, seeds: list[int], tags: dict) -> SimpleNamespace:
+        assert tags == {"role": "trial"}
+        return self.records_of(list(jobs), seeds)
+
+
+def test_the_search_goes_beyond_a_grid_edge_toward_a_planted_optimum() -> None:
     grids = tuning.plan(["singlu", "vanilla"], LRS, OMEGAS, PLAIN)
+    study = PlantedStudy()
+    trials = search(study, grids, [100], 8, place=tuning.extension)
+    assert study.rounds == [18] + [2] * 8  # the grid, then one trial per (neuron, task) per round
+    assert trials.groupby("neuron")["model"].nunique().to_dict() == {"singlu": 17, "vanilla": 17}  # equal
+    start = tuning.select(tuning.on_grid(trials, grids))
+    assert start["setting"].tolist() == ["lr 0.01, ω 3", "lr 0.032"]  # the grids' best: on their lr top
+    assert tuning.edge_hits(start, trials.iloc[:18])["edge"].tolist() == ["lr high", "lr high"]
+    scores = tuning.trial_scores(trials).set_index("neuron")["setting"]
+    # lr walks out by the grid's top spacing until the bowl is bracketed, then ω, then halfway steps
+    vanilla = ["lr 0.057", "lr 0.1", "lr 0.18", "lr 0.32", "lr 0.24", "lr 0.21", "lr 0.19", "lr 0.2"]
+    singlu = ["lr 0.033, ω 3", "lr 0.11, ω 3", "lr 0.37, ω 3", "lr 0.11, ω 10", "lr 0.11, ω 1", "lr 0.2, ω 3",
+              "lr 0.2, ω 10", "lr 0.2, ω 1"]  # fmt: skip
+    assert scores["vanilla"].tolist()[9:] == vanilla and scores["singlu"].tolist()[9:] == singlu
+    chosen = tuning.select(trials)
+    assert chosen["setting"].tolist() == ["lr 0.2, ω 3", "lr 0.2"]  # the planted optimum, to the grid's ω
+    assert tuning.edge_hits(chosen, trials)["edge"].tolist() == ["", ""]  # inside what was tried
+    early = search(PlantedStudy(), grids, [100], 4, place=tuning.extension)
+    # after 4, singlu's best (0.11, 3) has ω 1 untried along its line: on the ω edge of what was tried
+    assert tuning.edge_hits(tuning.select(early), early)["edge"].tolist() == ["ω low", ""]
+
+
+def test_each_next_trial_steps_out_of_an_edge_or_halves_toward_the_better_neighbour() -> None:
+    grid = tuning.trial_grid("singlu", [3e-3, 1e-2, 3e-2], [1.0, 3.0, 10.0], [])
+
+    def scores(best: tuning.Setting) -> pd.DataFrame:
+        """The grid's trials, all at validation MSE 1e-2 but ``best`` at 1e-4."""
+        rows = [trial("singlu", "nested2d", s.lr, s.omega, 1e-4 if s == best else 1e-2, 1.0) for s in grid]
+        return tuning.trial_scores(pd.DataFrame(rows))
+
+    def nxt(best: tuning.Setting) -> str:
+        return tuning.next_setting(grid, scores(best)).text()
+
+    S = tuning.Setting
+    assert nxt(S(3e-2, 3.0)) == "lr 0.09, ω 3"  # one step (×3, the grid's top spacing) beyond lr's top
+    assert nxt(S(3e-3, 3.0)) == "lr 0.0009, ω 3"  # below lr's bottom: ÷ (0.01 / 0.003)
+    assert nxt(S(1e-2, 1.0)) == "lr 0.01, ω 0.33"  # lr inside: ω beyond its bottom
+    assert nxt(S(3e-2, 10.0)) == "lr 0.09, ω 10"  # a corner: lr first
+    # inside on both axes: halfway (geometric) toward the better lr neighbour
+    rows = scores(S(1e-2, 3.0))
+    rows.loc[(rows["lr"] == 3e-2) & (rows["omega"] == 3.0), "val"] = 1e-3
+    assert tuning.next_setting(grid, rows).text() == "lr 0.017, ω 3"
+    rows.loc[(rows["lr"] == 3e-3) & (rows["omega"] == 3.0), "val"] = 1e-3 / 2
+    assert tuning.next_setting(grid, rows).text() == "lr 0.0055, ω 3"
+    # a plain neuron searches lr only, by its own grid's spacing
+    plain = tuning.trial_grid("vanilla", [], [], PLAIN)
+    rising = [trial("vanilla", "spiral", lr, 1.0, 0.9 + 0.001 * i, 0.5) for i, lr in enumerate(PLAIN)]
+    top = tuning.trial_scores(pd.DataFrame(rising))
+    assert tuning.next_setting(plain, top).text() == "lr 0.057"  # 0.032 × (0.032 / 0.018), two digits
+
+
+def test_the_search_never_reads_test_values() -> None:
+    grids = tuning.plan(["singlu", "vanilla"], LRS, OMEGAS, PLAIN)
+    trials = search(PlantedStudy(), grids, [100], 2, place=tuning.extension)
+    shuffled = trials.assign(value=np.random.default_rng(1).permutation(trials["value"].to_numpy()))
+    pd.testing.assert_frame_equal(tuning.extension(shuffled, grids), tuning.extension(trials, grids))
+    with pytest.raises(ValueError, match="extend"):
+        search(PlantedStudy(), grids, [100], -1, place=tuning.extension)
+
+
+def test_edge_hits_count_choices_on_an_edge_of_what_was_tried() -> None:
+    grids = tuning.plan(["singlu", "vanilla"], LRS, OMEGAS, PLAIN)
+    rows = [trial(n, task, s.lr, s.omega or 1.0, 1e-2, 1e-2) for n, g in grids.items()
+            for task in ("nested2d", "hifreq", "spiral") for s in g]  # fmt: skip
+    trials = pd.DataFrame(rows)
     chosen = pd.DataFrame(
         [("singlu", "nested2d", 3e-3, 3.0), ("singlu", "hifreq", 1e-2, 1.0),
-         ("vanilla", "spiral", 3.2e-2, None), ("vanilla", "ood", 1e-3, None)],
+         ("vanilla", "spiral", 3.2e-2, 1.0), ("vanilla", "nested2d", 1e-3, 1.0)],
         columns=["neuron", "task", "lr", "omega"],
     )  # fmt: skip
-    edges = tuning.edge_hits(chosen, grids)
+    edges = tuning.edge_hits(chosen, trials)
     assert list(edges["edge"]) == ["", "lr high, ω low", "lr high", ""]
     assert tuning.edge_text(edges).startswith("2 of 4 (neuron, task) choices sit on an edge")
+    # one more trial beyond the top along singlu's line at ω 1 puts lr 0.01 inside on lr
+    beyond = pd.DataFrame([*rows, trial("singlu", "hifreq", 3e-2, 1.0, 1e-2, 1e-2)])
+    assert list(tuning.edge_hits(chosen, beyond)["edge"]) == ["", "ω low", "lr high", ""]
 
 
 # ------------------------------------------------------------------------ the trainer and the Study
@@ -225,7 +324,7 @@ def test_tuned_notebook_runs_under_the_smoke_profile(tmp_path: Path, monkeypatch
     trials = df[df["role"] == "trial"]
     assert set(trials["seed"]) == {100} and set(trials["task"]) == set(p["tasks"])
     per_neuron = trials.groupby(["neuron", "task"])["model"].nunique()
-    assert set(per_neuron) == {len(p["lrs"]) * len(p["omegas"])}  # the same number of trials for everyone
+    assert set(per_neuron) == {len(p["lrs"]) * len(p["omegas"]) + p["extend"]}  # the same for everyone
     assert set(per_neuron.index.get_level_values(0)) == set(tuning.CORE)
     assert trials["val_value"].map(math.isfinite).all()
     for role in ("tuned", "untuned"):

@@ -247,7 +247,7 @@ def trend_line(records: pd.DataFrame, kind: str = "binary", falls: float = 0.8) 
         if len(s) < 2:
             continue
         change = s["mean"].iloc[-1] / s["mean"].iloc[0]
-        parts.append(f"{neuron} ×{change:.2f}")
+        parts.append((s["budget"].iloc[0], s["budget"].iloc[-1], f"{neuron} ×{change:.2f}"))
         if change < falls:
             bound = s.loc[s["lower_bound"], "budget"].tolist()
             falling.append(
@@ -258,9 +258,13 @@ def trend_line(records: pd.DataFrame, kind: str = "binary", falls: float = 0.8) 
             )
     if not parts:
         return "one budget only: no trend."
-    first, last = stats["budget"].min(), stats["budget"].max()
+    ranges = {}  # (first, last) budget -> the neurons measured over that range, in order
+    for first, last, text in parts:
+        ranges.setdefault((first, last), []).append(text)
+    change = "; ".join(f"from {a:,} to {b:,} parameters, bits per parameter change by " + ", ".join(t)
+                       for (a, b), t in ranges.items())  # fmt: skip
     return (
-        f"From {first:,} to {last:,} parameters, bits per parameter change by " + ", ".join(parts) + ". "
+        change[0].upper() + change[1:] + ". "
         + ("; ".join(falling) + "." if falling else f"No curve falls below ×{falls:g}: roughly flat, as a "
            "well-trained network's should be (protocol §8).")
     )  # fmt: skip

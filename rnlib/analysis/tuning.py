@@ -1,11 +1,13 @@
 """The tuning track (docs/protocol.md §9): the trials each neuron gets, the setting its validation score
 chooses, and what the choice changed, from the tuned notebook's records. Pure pandas; no torch, no training.
 
-Every neuron gets the same number of trials: a neuron with ω (``catalog.Neuron.uses_omega``) spends them over
-learning rate × ω, the others over a finer learning-rate grid. A trial is scored on the **validation** split
-(``val_value``) over the tuning seeds; its test value is kept, for the agreement check only, and never read by
-``select``. The tuned notebook's records carry ``role`` (``rnlib.records.TUNING_ROLES``): ``trial``, ``tuned``
-(the chosen setting on the final seeds) or ``untuned`` (the study's lr and ω on the same seeds).
+Every (neuron, task) gets the same number of trials: a starting grid (learning rate × ω for a neuron with ω,
+``catalog.Neuron.uses_omega``; a finer learning-rate grid for the others), then trials placed one at a time
+by ``next_setting``, beyond the best setting where it sits on an edge of what was tried. A trial is scored on
+the **validation** split (``val_value``) over the tuning seeds; its test value is kept, for the agreement
+check only, and never read by ``select`` or ``next_setting``. The tuned notebook's records carry ``role``
+(``rnlib.records.TUNING_ROLES``): ``trial``, ``tuned`` (the chosen setting on the final seeds) or ``untuned``
+(the study's lr and ω on the same seeds).
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from rnlib.records import TUNING_ROLES
 
 CORE = ("vanilla", "singlu", "swiglu", "siren", "v1_rich", "v10_free_phase", "v15_dual_phase")  # protocol §9
 TRIAL, TUNED, UNTUNED = TUNING_ROLES
-SAME = 1e-9  # relative tolerance when matching a record's lr or ω to a grid value (they pass through CSV)
 
 
 class Setting(NamedTuple):
@@ -79,30 +80,36 @@ def plan(
     return grids
 
 
-def grid_position(rows: pd.DataFrame, grids: Mapping[str, Sequence[Setting]]) -> pd.Series:
-    """Each trial record's index in its neuron's grid; a record outside the grid is an error."""
-    positions = []
-    for r in rows[["neuron", "lr", "omega"]].itertuples(index=False):
-        found = [
-            i for i, s in enumerate(grids.get(r.neuron, ()))
-            if math.isclose(s.lr, r.lr, rel_tol=SAME)
-            and (s.omega is None or math.isclose(s.omega, r.omega, rel_tol=SAME))
-        ]  # fmt: skip
-        if not found:
-            raise ValueError(f"a trial of {r.neuron} at lr {r.lr:g}, ω {r.omega:g} is not in its grid")
-        positions.append(found[0])
-    return pd.Series(positions, index=rows.index, dtype=int)
+def trial_setting(neuron: str, lr: float, omega: float | None) -> Setting:
+    """A trial record's setting: ω only for a neuron that tunes it (the others' records carry the study's)."""
+    exact = lambda v: float(f"{v:.12g}")  # noqa: E731  (the float a grid wrote, whatever CSV did to it)
+    return Setting(exact(lr), exact(omega) if tunes_omega(neuron) else None)
 
 
-def trial_scores(trials: pd.DataFrame, grids: Mapping[str, Sequence[Setting]]) -> pd.DataFrame:
-    """Per (neuron, task, setting): the centre over tuning seeds of the validation metric (``val``) and, for
-    the agreement check only, of the test metric (``test``). A setting with a diverged or unscored seed
-    scores NaN on that split: it is never preferred to one that finished."""
+def nice(x: float) -> float:
+    """``x`` to two significant digits, the precision the grids are written in (0.09, 0.017, 33)."""
+    return float(f"{x:.2g}")
+
+
+def outward(values: Sequence[float]) -> tuple[float, float]:
+    """One step below and above a grid axis, as factors: the ratios of its two lowest and of its two highest
+    values ((1, 1) for an axis of one value, which is then not searched)."""
+    v = sorted(set(values))
+    return (v[1] / v[0], v[-1] / v[-2]) if len(v) > 1 else (1.0, 1.0)
+
+
+def trial_scores(trials: pd.DataFrame) -> pd.DataFrame:
+    """Per (neuron, task, setting), numbered in the order tried (``position``): the centre over the tuning
+    seeds of the validation metric (``val``) and, for the agreement check only, of the test metric (``test``).
+    A setting with a diverged or unscored seed scores NaN on that split: it is never preferred to one that
+    finished."""
     t = trials[trials["role"].eq(TRIAL)] if "role" in trials else trials
-    t = t.assign(position=grid_position(t, grids))
-    rows = []
-    for (neuron, task, position), g in t.groupby(["neuron", "task", "position"], sort=False):
-        metric, setting = g["metric"].iloc[0], grids[neuron][position]
+    settings = [trial_setting(r.neuron, r.lr, r.omega) for r in t[["neuron", "lr", "omega"]].itertuples()]
+    t = t.assign(_setting=settings)  # (lr, ω) as read back from CSV: equal floats, so they group
+    rows, tried = [], {}
+    for (neuron, task, setting), g in t.groupby(["neuron", "task", "_setting"], sort=False):
+        metric, position = g["metric"].iloc[0], tried.setdefault((neuron, task), 0)
+        tried[(neuron, task)] += 1
         scores = {}
         for split, column in (("val", "val_value"), ("test", "value")):
             v = pd.to_numeric(g[column], errors="coerce")
@@ -116,18 +123,25 @@ def trial_scores(trials: pd.DataFrame, grids: Mapping[str, Sequence[Setting]]) -
 
 def best(scores: pd.DataFrame, column: str) -> pd.DataFrame:
     """Per (neuron, task) the row of ``scores`` best on ``column`` (lower MSE, higher accuracy), in the order
-    of ``scores``; NaN last, ties to the first in grid order."""
+    of ``scores``; NaN last, ties to the first tried."""
     key = scores[column].where(scores["metric"].map(lower_is_better), -scores[column])
     ranked = scores.assign(_k=key).sort_values(["_k", "position"], na_position="last", kind="stable")
     return ranked.drop_duplicates(["neuron", "task"]).drop(columns="_k").sort_index()
 
 
-def select(trials: pd.DataFrame, grids: Mapping[str, Sequence[Setting]]) -> pd.DataFrame:
-    """The chosen setting per (neuron, task): the best validation centre over the tuning seeds. Test values
-    are dropped before choosing, so nothing of the test split can move a choice."""
-    blind = trials.drop(columns=["value", "train_value", "id_value"], errors="ignore").assign(value=np.nan)
-    chosen = best(trial_scores(blind, grids), "val").drop(columns="test").reset_index(drop=True)
-    return chosen.assign(trials=[len(grids[n]) for n in chosen["neuron"]])
+def blind(trials: pd.DataFrame) -> pd.DataFrame:
+    """``trials`` without a single test value: what every choice of the search is made from."""
+    return trials.drop(columns=["value", "train_value", "id_value"], errors="ignore").assign(value=np.nan)
+
+
+def select(trials: pd.DataFrame) -> pd.DataFrame:
+    """The chosen setting per (neuron, task): the best validation centre over the tuning seeds, among every
+    setting tried (``trials``: how many). Test values are dropped before choosing, so nothing of the test
+    split can move a choice."""
+    scores = trial_scores(blind(trials))
+    chosen = best(scores, "val").drop(columns="test").reset_index(drop=True)
+    counts = scores.groupby(["neuron", "task"], sort=False).size()
+    return chosen.assign(trials=[int(counts[(r.neuron, r.task)]) for r in chosen.itertuples()])
 
 
 def chosen_table(chosen: pd.DataFrame) -> pd.DataFrame:
@@ -138,38 +152,102 @@ def chosen_table(chosen: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def edge_hits(chosen: pd.DataFrame, grids: Mapping[str, Sequence[Setting]]) -> pd.DataFrame:
-    """Per chosen setting, the edges of its neuron's grid it sits on: ``edge`` lists ``lr low``, ``lr high``,
-    ``ω low``, ``ω high`` (empty: inside on every axis). An edge choice may have its optimum beyond it."""
+def on_grid(trials: pd.DataFrame, grids: Mapping[str, Sequence[Setting]]) -> pd.DataFrame:
+    """The trials of the starting grids only: what the search knew before it went beyond them."""
+    t = trials[trials["role"].eq(TRIAL)] if "role" in trials else trials
+    inside = [trial_setting(r.neuron, r.lr, r.omega) in set(grids.get(r.neuron, ()))
+              for r in t[["neuron", "lr", "omega"]].itertuples()]  # fmt: skip
+    return t[inside]
+
+
+def line(setting: Setting, tried: Sequence[Setting], axis: str) -> list[float]:
+    """The values of ``axis`` tried along ``setting``'s line (the other axis held at its value), sorted."""
+    other = "omega" if axis == "lr" else "lr"
+    return sorted({getattr(s, axis) for s in tried if getattr(s, other) == getattr(setting, other)})
+
+
+def axes(setting: Setting) -> list[str]:
+    """The axes a setting is searched on: lr, and ω where the neuron has one."""
+    return ["lr"] if setting.omega is None else ["lr", "omega"]
+
+
+def next_setting(grid: Sequence[Setting], scores: pd.DataFrame) -> Setting:
+    """Where one (neuron, task)'s search tries next, from its scores so far (``trial_scores`` rows, validation
+    only): one step beyond the best setting where it is the lowest or highest value tried along an axis (its
+    line: lr first, then ω; steps from ``outward`` of ``grid``, upward first); where the best is inside on
+    every axis, halfway (geometrically) to its better neighbour along lr, then ω, then to the worse one."""
+    tried = [Setting(r.lr, None if r.omega is None or pd.isna(r.omega) else r.omega)
+             for r in scores.itertuples()]  # fmt: skip
+    b = tried[int(best(scores.reset_index(drop=True), "val").index[0])]
+    sign = 1 if lower_is_better(scores["metric"].iloc[0]) else -1
+    val = dict(zip(tried, scores["val"], strict=True))
+    rank = lambda s: (math.isnan(val[s]), sign * val[s])  # noqa: E731  (as ``best`` ranks: NaN last)
+    beyond, halfway = [], []
+    for axis in axes(b):
+        down, up = outward([getattr(s, axis) for s in grid])
+        values, here = line(b, tried, axis), getattr(b, axis)
+        if up > 1 and here == values[-1]:
+            beyond.append(b._replace(**{axis: nice(here * up)}))
+        if down > 1 and here == values[0]:
+            beyond.append(b._replace(**{axis: nice(here / down)}))
+        i = values.index(here)
+        beside = values[max(i - 1, 0) : i] + values[i + 1 : i + 2]  # its neighbours along the line
+        neighbours = sorted((b._replace(**{axis: v}) for v in beside), key=rank)
+        halfway.append([b._replace(**{axis: nice(math.sqrt(here * getattr(n, axis)))}) for n in neighbours])
+    ordered = beyond + [h[0] for h in halfway if h] + [h[1] for h in halfway if len(h) > 1]
+    for candidate in ordered:
+        if candidate not in tried:
+            return candidate
+    raise ValueError(f"no untried setting next to {b.text()} among {[s.text() for s in tried]}")
+
+
+def extension(trials: pd.DataFrame, grids: Mapping[str, Sequence[Setting]]) -> pd.DataFrame:
+    """Per (neuron, task) of ``trials``, the setting its search tries next (``next_setting``), chosen from
+    validation scores only: rows of neuron, task, lr, omega."""
+    scores = trial_scores(blind(trials))
+    rows = [
+        {"neuron": neuron, "task": task, **next_setting(grids[neuron], g)._asdict()}
+        for (neuron, task), g in scores.groupby(["neuron", "task"], sort=False)
+    ]
+    return pd.DataFrame(rows, columns=["neuron", "task", "lr", "omega"])
+
+
+def edge_hits(chosen: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
+    """Per chosen setting, the edges of what its search tried that it sits on: ``edge`` lists ``lr low``,
+    ``lr high``, ``ω low``, ``ω high`` (empty: a setting was tried on both sides of it along every axis).
+    An edge choice may have its optimum beyond it."""
+    scores = trial_scores(trials)
     edges = []
     for r in chosen.itertuples():
-        grid, hits = grids[r.neuron], []
-        for axis, name, value in (("lr", "lr", r.lr), ("omega", "ω", r.omega)):
-            values = sorted({getattr(s, axis) for s in grid if getattr(s, axis) is not None})
-            if len(values) < 2 or value is None or not np.isfinite(value):
+        mine = scores[scores["neuron"].eq(r.neuron) & scores["task"].eq(r.task)]
+        tried = [trial_setting(r.neuron, s.lr, s.omega) for s in mine.itertuples()]
+        setting, hits = trial_setting(r.neuron, r.lr, r.omega), []
+        for axis, name in (("lr", "lr"), ("omega", "ω")):
+            if axis not in axes(setting):
                 continue
-            hits += [f"{name} low"] * math.isclose(value, values[0], rel_tol=SAME)
-            hits += [f"{name} high"] * math.isclose(value, values[-1], rel_tol=SAME)
+            values = line(setting, tried, axis)
+            hits += [f"{name} low"] * (getattr(setting, axis) == values[0])
+            hits += [f"{name} high"] * (getattr(setting, axis) == values[-1])
         edges.append(", ".join(hits))
     return chosen.assign(edge=edges)
 
 
 def edge_text(edges: pd.DataFrame) -> str:
-    """One sentence: how many choices sit on a grid edge, and on which."""
+    """One sentence: how many choices sit on an edge of what was tried, and on which."""
     hit = edges[edges["edge"].ne("")]
     counts = pd.Series([e for es in hit["edge"] for e in es.split(", ")]).value_counts()
     which = ", ".join(f"{k}: {n}" for k, n in counts.items())
-    return f"{len(hit)} of {len(edges)} (neuron, task) choices sit on an edge of their grid" + (
+    return f"{len(hit)} of {len(edges)} (neuron, task) choices sit on an edge of the settings tried" + (
         f" ({which})" if len(hit) else ""
     )
 
 
-def agreement(trials: pd.DataFrame, grids: Mapping[str, Sequence[Setting]]) -> pd.DataFrame:
+def agreement(trials: pd.DataFrame) -> pd.DataFrame:
     """Per (neuron, task), how well validation ranks the trials as test does, on the tuning seeds: Spearman's
     ρ between the trials' validation and test centres (on the comparison scale), whether the validation-best
     setting is also the test-best, and the test cost of choosing by validation (``regret``: Δlog10 MSE or
     points, ≥ 0). Read only after the choice: the test values never enter ``select``."""
-    scores = trial_scores(trials, grids)
+    scores = trial_scores(trials)
     by_val, by_test = best(scores, "val"), best(scores, "test")
     rows = []
     for (neuron, task), g in scores.groupby(["neuron", "task"], sort=False):

@@ -46,6 +46,7 @@ START_FACTOR = 2**0.25
 # at 500 parameters in a pilot (binary 0.7-2.0, real 0.25-0.6); later budgets follow each neuron's own trend
 PRIOR_RATIO = {"binary": 1.2, "real": 0.4}
 TARGET_VARIANCE = 1.0  # real targets are y ~ N(0, 1)
+CHAIN = 1  # pool priority of a probe: each waits on the one before, so it goes ahead of independent programs
 RECORD_COLUMNS = (*COLUMNS, "bits_per_param", "upper", "probes", "censored", "lower_bound")
 
 
@@ -295,7 +296,7 @@ class CapacityRun:
             options = {"width": width, "depth": s.depth, "omega": s.omega, "init": s.init,
                        "config": s.train_config(lr, longer), "stop": s.stop(kind, longer)}  # fmt: skip
             if self.scheduler:
-                return pool.train_remote(self.scheduler, neuron, task, missing, **options)[0]
+                return pool.train_remote(self.scheduler, neuron, task, missing, priority=CHAIN, **options)[0]
             return train_models(neuron, task, missing, **options)[1]
 
         batch = f"capacity|{neuron}|{kind}|{width}|{n}|{lr}|{longer}|{s}"

@@ -80,9 +80,10 @@ def run_program(neuron: str, task: str, seeds: Sequence[int], options: dict) -> 
 
 
 def train_remote(
-    address: str, neuron: str, task: str, seeds: Sequence[int], **options: object
+    address: str, neuron: str, task: str, seeds: Sequence[int], priority: int = 0, **options: object
 ) -> tuple[list[RunResult], str]:
-    """``train(neuron, task, seeds, **options)`` on the cluster at ``address``; waits for the result.
+    """``train(neuron, task, seeds, **options)`` on the cluster at ``address``; waits for the result. Of the
+    programs waiting for a worker, those of higher ``priority`` start first (Dask's user priority).
 
     A killed worker's program is rescheduled by Dask; a lost connection to the scheduler (a busy machine can
     starve its heartbeats) cancels the future, so the program is submitted again on a fresh client, up to
@@ -93,7 +94,8 @@ def train_remote(
     for attempt in range(1, ATTEMPTS + 1):
         c = client(address)  # an unreachable scheduler raises here, at once
         try:
-            return c.submit(run_program, neuron, task, list(seeds), options, pure=False).result()
+            future = c.submit(run_program, neuron, task, list(seeds), options, pure=False, priority=priority)
+            return future.result()
         except (concurrent.futures.CancelledError, CommClosedError) as exc:  # Dask's cancels subclass it
             if attempt == ATTEMPTS:
                 raise RuntimeError(f"{neuron} on {task}: lost the Dask scheduler {address} {ATTEMPTS} times "
