@@ -86,6 +86,14 @@ def test_missing_summary_is_a_clear_error(tmp_path: Path) -> None:
     assert report.main(["--run-dir", str(tmp_path), "--readme", str(readme(tmp_path))]) == 1
 
 
+def test_a_run_of_the_capacity_notebook_alone_is_a_clear_error_for_the_summary(tmp_path: Path) -> None:
+    """``rnlib run --only capacity`` leaves a run folder without version records: say so, don't KeyError."""
+    shutil.copy(EXECUTED_DIR / "default" / "capacity.records.csv", tmp_path)
+    with pytest.raises(FileNotFoundError, match="no version notebook's") as err:
+        report.load_run(tmp_path)
+    assert "\n" not in str(err.value)
+
+
 def test_committed_readme_matches_the_canonical_run() -> None:
     canonical = EXECUTED_DIR / "default"
     if not (canonical / "summary.json").exists():

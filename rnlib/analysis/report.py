@@ -98,8 +98,9 @@ def load_run(run_dir: str | Path) -> Summary:
     if not path.is_dir():
         raise FileNotFoundError(f"run directory {path} does not exist; run `python -m rnlib run` first")
     records = read_run_records(path)
-    if records.empty or is_tuned(records).all():
-        raise FileNotFoundError(f"{path} holds no version notebook's *.records.csv; run them into it first")
+    if records.empty or (is_tuned(records) | is_capacity(records)).all():
+        raise FileNotFoundError(f"{path} holds no version notebook's *.records.csv (the summary reads "
+                                "v01-v15's); run them into it first")  # fmt: skip
     return summarize(records, notebook_runs(path), environment_info())
 
 
