@@ -337,3 +337,23 @@ def test_the_trend_line_names_each_neurons_own_range_and_why_a_curve_falls():
     assert flat.endswith(
         "No curve falls below ×0.8: roughly flat, as a well-trained network's should be (protocol §8)."
     )
+
+
+def test_on_a_pool_the_chain_with_the_most_work_left_goes_first(monkeypatch, tmp_path):
+    """Probes reach the pool with their chain's priority: the work its budgets still need, so the longest
+    chain (SinGLU's, with a larger budget) is not the one left running alone at the end."""
+    assert capacity_search.chain_priority([500, 1000, 2000], 500) == capacity_search.CHAIN + 21
+    assert capacity_search.chain_priority([2000], 500) == capacity_search.CHAIN + 16
+    planted(monkeypatch, lambda lr, steps, seed: 300)
+    sent = []
+
+    def remote(address, neuron, task, seeds, priority=0, **options):
+        sent.append((neuron, options["width"], priority))
+        return capacity_search.train_models(neuron, task, seeds, **options)[1], "tcp://w"
+
+    monkeypatch.setattr(capacity_search.pool, "train_remote", remote)
+    measure_capacity(["vanilla", "singlu"], [200], [0], kinds=["binary"], records=None, checks=False,
+                     cache=ResultCache(tmp_path), scheduler="tcp://s", larger={"singlu": [400]})  # fmt: skip
+    first = {n: max(p for m, _, p in sent if m == n) for n in ("vanilla", "singlu")}
+    assert first == {"vanilla": capacity_search.CHAIN + 1, "singlu": capacity_search.CHAIN + 5}
+    assert min(p for n, _, p in sent if n == "singlu") == capacity_search.CHAIN + 4  # its 400 alone left

@@ -46,7 +46,8 @@ START_FACTOR = 2**0.25
 # at 500 parameters in a pilot (binary 0.7-2.0, real 0.25-0.6); later budgets follow each neuron's own trend
 PRIOR_RATIO = {"binary": 1.2, "real": 0.4}
 TARGET_VARIANCE = 1.0  # real targets are y ~ N(0, 1)
-CHAIN = 1  # pool priority of a probe: each waits on the one before, so it goes ahead of independent programs
+CHAIN = 1  # pool priority of a probe: each waits on the one before, so it goes ahead of independent programs;
+# a chain with more work left goes ahead of the others (``chain_priority``), so the longest is not left last
 RECORD_COLUMNS = (*COLUMNS, "bits_per_param", "upper", "probes", "censored", "lower_bound")
 
 
@@ -266,6 +267,7 @@ class CapacityRun:
         self.trained = self.reused = self.calls = 0
         self.seconds = 0.0
         self.lock = threading.Lock()  # searches of different neurons run in threads (``workers``)
+        self.chain = threading.local()  # per chain thread: ``priority``, its probes' priority on the pool
 
     def key(
         self, neuron: str, kind: str, budget: int, width: int, seed: int, n: int, lr: float, longer: int
@@ -296,7 +298,8 @@ class CapacityRun:
             options = {"width": width, "depth": s.depth, "omega": s.omega, "init": s.init,
                        "config": s.train_config(lr, longer), "stop": s.stop(kind, longer)}  # fmt: skip
             if self.scheduler:
-                return pool.train_remote(self.scheduler, neuron, task, missing, priority=CHAIN, **options)[0]
+                ahead = getattr(self.chain, "priority", CHAIN)
+                return pool.train_remote(self.scheduler, neuron, task, missing, priority=ahead, **options)[0]
             return train_models(neuron, task, missing, **options)[1]
 
         batch = f"capacity|{neuron}|{kind}|{width}|{n}|{lr}|{longer}|{s}"
@@ -451,6 +454,12 @@ def write_capacity_records(records: pd.DataFrame, path: str | Path) -> Path:
     return write_records(records, path, extra=RECORD_COLUMNS[len(COLUMNS) :])
 
 
+def chain_priority(left: Sequence[int], smallest: int) -> int:
+    """A chain's probes' priority on the pool: ``CHAIN`` plus the work its budgets ``left`` still need, in
+    units of its smallest budget's (a probe's cost grows as N·P, ~budget²)."""
+    return CHAIN + round(sum((b / smallest) ** 2 for b in left))
+
+
 def measure_capacity(
     neurons: Sequence[str],
     budgets: Sequence[int],
@@ -497,7 +506,8 @@ def measure_capacity(
         out = []
         lr = settings.lrs[0] if len(settings.lrs) == 1 else None  # one lr: nothing to choose
         mine = sorted({int(b) for b in [*budgets, *(larger or {}).get(neuron, ())]})
-        for budget in mine:  # why ascending: each budget's first guess extrapolates the last
+        for i, budget in enumerate(mine):  # why ascending: each budget's first guess extrapolates the last
+            run.chain.priority = chain_priority(mine[i:], mine[0])
             guess = next_guess(history, budget, PRIOR_RATIO[kind])
             rows, check = run.measure(neuron, kind, int(budget), seeds, guess, lr, checks)
             lr = check["lr"]  # chosen at the smallest budget, kept for the larger ones
