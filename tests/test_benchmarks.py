@@ -6,7 +6,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
+from rnlib.analysis.tuning import CORE
 from rnlib.training import fused
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,3 +43,18 @@ def test_fused_step_prints_each_neuron_with_weights_close_and_the_smaller_ratio_
         apart = float(line.split()[1])  # after 20 steps of each step kind from the same weights
         assert apart < 1e-4, line
     assert re.fullmatch(r"fused: \d+\.\d\d", out[-1]), out[-1]
+
+
+@pytest.mark.slow
+def test_tuned_cost_projects_the_profiles_replica_counts():
+    out = run_benchmark("tuned_cost.py", "--steps", "3", "--tasks", "ood", "--workers", "1")
+    profile = yaml.safe_load((ROOT / "parameters" / "default.run.yaml").read_text())
+    seeds = len(profile["overrides"]["tuned"]["seeds"])  # the profile's, not the notebook's default
+    neurons = [line.split()[0] for line in out if line.split()[0] in CORE]
+    assert neurons == list(CORE), out
+    counts = next(line for line in out if line.startswith("per (neuron, task):"))
+    trials, tuned, untuned, total = map(int, re.findall(r"(\d+) (?:trials|tuned|untuned|replicas)", counts))
+    assert (tuned, untuned, trials + tuned + untuned) == (seeds, seeds, total), counts
+    sweep = float(re.search(r"sweep S = (\d+)", next(x for x in out if x.startswith("sweep"))).group(1))
+    projected = float(re.fullmatch(r"projected: (\d+\.\d) min", out[-1]).group(1))
+    assert projected == pytest.approx(total * sweep / 60, abs=0.1 + total / 60), (counts, out[-1])

@@ -98,12 +98,22 @@ def outward(values: Sequence[float]) -> tuple[float, float]:
     return (v[1] / v[0], v[-1] / v[-2]) if len(v) > 1 else (1.0, 1.0)
 
 
+def trial_rows(records: pd.DataFrame) -> pd.DataFrame:
+    """The trial records of ``records`` (all of them when they carry no ``role``)."""
+    return records[records["role"].eq(TRIAL)] if "role" in records else records
+
+
+def tried_settings(scores: pd.DataFrame) -> list[Setting]:
+    """One (neuron, task)'s settings in the order of its ``trial_scores`` rows (ω None without one)."""
+    return [Setting(r.lr, None if pd.isna(r.omega) else r.omega) for r in scores.itertuples()]
+
+
 def trial_scores(trials: pd.DataFrame) -> pd.DataFrame:
     """Per (neuron, task, setting), numbered in the order tried (``position``): the centre over the tuning
     seeds of the validation metric (``val``) and, for the agreement check only, of the test metric (``test``).
     A setting with a diverged or unscored seed scores NaN on that split: it is never preferred to one that
     finished."""
-    t = trials[trials["role"].eq(TRIAL)] if "role" in trials else trials
+    t = trial_rows(trials)
     settings = [trial_setting(r.neuron, r.lr, r.omega) for r in t[["neuron", "lr", "omega"]].itertuples()]
     t = t.assign(_setting=settings)  # (lr, ω) as read back from CSV: equal floats, so they group
     rows, tried = [], {}
@@ -154,7 +164,7 @@ def chosen_table(chosen: pd.DataFrame) -> pd.DataFrame:
 
 def on_grid(trials: pd.DataFrame, grids: Mapping[str, Sequence[Setting]]) -> pd.DataFrame:
     """The trials of the starting grids only: what the search knew before it went beyond them."""
-    t = trials[trials["role"].eq(TRIAL)] if "role" in trials else trials
+    t = trial_rows(trials)
     inside = [trial_setting(r.neuron, r.lr, r.omega) in set(grids.get(r.neuron, ()))
               for r in t[["neuron", "lr", "omega"]].itertuples()]  # fmt: skip
     return t[inside]
@@ -176,8 +186,7 @@ def next_setting(grid: Sequence[Setting], scores: pd.DataFrame) -> Setting:
     only): one step beyond the best setting where it is the lowest or highest value tried along an axis (its
     line: lr first, then ω; steps from ``outward`` of ``grid``, upward first); where the best is inside on
     every axis, halfway (geometrically) to its better neighbour along lr, then ω, then to the worse one."""
-    tried = [Setting(r.lr, None if r.omega is None or pd.isna(r.omega) else r.omega)
-             for r in scores.itertuples()]  # fmt: skip
+    tried = tried_settings(scores)
     b = tried[int(best(scores.reset_index(drop=True), "val").index[0])]
     sign = 1 if lower_is_better(scores["metric"].iloc[0]) else -1
     val = dict(zip(tried, scores["val"], strict=True))
@@ -216,16 +225,14 @@ def edge_hits(chosen: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
     """Per chosen setting, the edges of what its search tried that it sits on: ``edge`` lists ``lr low``,
     ``lr high``, ``ω low``, ``ω high`` (empty: a setting was tried on both sides of it along every axis).
     An edge choice may have its optimum beyond it."""
-    scores = trial_scores(trials)
+    tried = {key: tried_settings(g) for key, g in trial_scores(trials).groupby(["neuron", "task"])}
     edges = []
     for r in chosen.itertuples():
-        mine = scores[scores["neuron"].eq(r.neuron) & scores["task"].eq(r.task)]
-        tried = [trial_setting(r.neuron, s.lr, s.omega) for s in mine.itertuples()]
         setting, hits = trial_setting(r.neuron, r.lr, r.omega), []
         for axis, name in (("lr", "lr"), ("omega", "ω")):
             if axis not in axes(setting):
                 continue
-            values = line(setting, tried, axis)
+            values = line(setting, tried[(r.neuron, r.task)], axis)
             hits += [f"{name} low"] * (getattr(setting, axis) == values[0])
             hits += [f"{name} high"] * (getattr(setting, axis) == values[-1])
         edges.append(", ".join(hits))
