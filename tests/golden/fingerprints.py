@@ -155,7 +155,7 @@ def measured(lr_factor: float = 1.0) -> dict[str, object]:
 
 
 def pinned(now: dict[str, object], before: dict | None) -> dict[str, object]:
-    """numerics.json's content: each case's loss and metric, and per platform its hashes. While
+    """numerics.json's content: each case's ``VALUES``, and per platform its hashes. While
     ``NUMERICS_VERSION`` is unchanged, stored values and other platforms' hashes are kept (so values that
     moved without a bump still fail); a new version starts from this machine alone."""
     cases = now["fingerprints"]
@@ -163,7 +163,7 @@ def pinned(now: dict[str, object], before: dict | None) -> dict[str, object]:
     values = {k: {name: v[name] for name in VALUES} for k, v in cases.items()}
     platforms = dict(keep["platforms"]) if keep else {}
     if keep:
-        values.update({k: v for k, v in keep["fingerprints"].items()})
+        values.update(keep["fingerprints"])
     platforms[now["platform"]] = {k: v["sha256"] for k, v in cases.items()}
     return {**versions(), "fingerprints": dict(sorted(values.items())), "platforms": platforms}
 
