@@ -31,6 +31,7 @@ from collections.abc import Sequence
 import torch
 from train_throughput import matmul_gflops  # benchmarks/, the script's own folder
 
+from rnlib.analysis import tuning
 from rnlib.batch.profiles import declared_parameters, expand_jobs, load_profile
 from rnlib.core.tasks import TASKS
 from rnlib.paths import REPO_ROOT
@@ -52,17 +53,19 @@ def tuned_parameters(profile: str) -> dict:
 
 def replicas_per_pair(p: dict) -> tuple[int, int, int]:
     """Per (neuron, task): trial replicas, tuned replicas, untuned replicas."""
-    grid = len(p["plain_lrs"])  # == len(lrs) × len(omegas): tuning.plan refuses unequal grids
+    grids = tuning.plan(p["neurons"], p["lrs"], p["omegas"], p["plain_lrs"])  # the notebook's: equal lengths
+    grid = len(next(iter(grids.values())))
     return len(p["tuning_seeds"]) * (grid + p["extend"]), len(p["seeds"]), len(p["seeds"])
 
 
 def one_replica(job: tuple[str, str, int, float, int]) -> tuple[str, str, float, int]:
     """Train one replica of ``neuron`` on ``task`` on one thread; its wall seconds and parameter count."""
     neuron, task, seed, lr, steps = job
-    torch.set_num_threads(1)
-    runtime.retain_freed_memory()
     start = time.perf_counter()
-    result = train(neuron, task, [seed], config=TrainConfig(steps=steps, lr=lr), callbacks=DEFAULT_RECORDERS)
+    with runtime.single_threaded():  # as the pool's workers train (train_models sets the heap itself)
+        result = train(
+            neuron, task, [seed], config=TrainConfig(steps=steps, lr=lr), callbacks=DEFAULT_RECORDERS
+        )
     return neuron, task, time.perf_counter() - start, result[0].params
 
 
